@@ -1,0 +1,136 @@
+"""Resolve a base-model name to one loaded causal LM per process.
+
+Every component that names the same base model (the encoder, spacy-llm pipes, the
+summarizer) gets the same `BaseLLM`; each use adds its own named LoRA adapter to it,
+so a new task costs megabytes, not another copy of the LLM.
+"""
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from .gguf import GEMMA3_270M_ALIAS, SOURCE_FILE, ensure_gemma3_270m
+
+DEFAULT_MODEL = GEMMA3_270M_ALIAS
+ALIASES = {GEMMA3_270M_ALIAS: ensure_gemma3_270m}
+
+
+class BaseModelNotFound(OSError):
+    """The base model cannot be found offline."""
+
+
+@dataclass
+class BaseLLM:
+    """A frozen causal LM with its tokenizer. `peft_model` appears once an adapter is added."""
+
+    name: str
+    path: str
+    model: torch.nn.Module
+    tokenizer: object
+    fingerprint: Dict[str, object]
+    peft_model: Optional[torch.nn.Module] = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def decoder(self) -> torch.nn.Module:
+        """The transformer stack without the LM head (no 256k-wide logits for encoding)."""
+        return self.model.get_decoder()
+
+    @property
+    def config(self):
+        return self.model.config
+
+
+_LOADED: Dict[Tuple[str, str, str], BaseLLM] = {}
+_LOADING_LOCK = threading.Lock()
+
+
+def resolve_path(name: str) -> Path:
+    """A local directory holding the model named `name` (an alias, a path, or a hub name
+    already in the Hugging Face cache). Never downloads."""
+    if name in ALIASES:
+        return ALIASES[name]()
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise BaseModelNotFound(f"Base model directory '{local}' has no config.json: not a Hugging Face model.")
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception as err:
+        raise BaseModelNotFound(
+            f"Base model '{name}' is not available offline: it is not an alias ({', '.join(ALIASES)}), "
+            f"not a local directory, and not in the Hugging Face cache. Fetch it once where a hub is "
+            f"reachable (`huggingface-cli download {name}`) or set model_name to a local directory."
+        ) from err
+
+
+def weights_fingerprint(name: str, path: Path, model: torch.nn.Module) -> Dict[str, object]:
+    """What identifies a base model: adapters trained on one must not be loaded on another."""
+    config = model.config
+    embedding = model.get_input_embeddings().weight
+    probe = embedding[: min(64, embedding.shape[0])].detach().to(torch.float64)
+    digest = hashlib.sha256(json.dumps(round(float(probe.abs().sum()), 3)).encode()).hexdigest()[:16]
+    fingerprint = {
+        "name": name,
+        "model_type": config.model_type,
+        "hidden_size": int(config.hidden_size),
+        "num_hidden_layers": int(config.num_hidden_layers),
+        "vocab_size": int(config.vocab_size),
+        "embedding_digest": digest,
+    }
+    source = path / SOURCE_FILE
+    if source.exists():
+        fingerprint["gguf_sha256"] = json.loads(source.read_text())["gguf_sha256"]
+    return fingerprint
+
+
+def load_base_llm(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32") -> BaseLLM:
+    """The process-wide `BaseLLM` for `name`, loading it on first use."""
+    key = (name, device, dtype)
+    with _LOADING_LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_path(name)
+        # AutoModelForCausalLM, never AutoModel: AutoModel on a Gemma3ForCausalLM checkpoint
+        # silently loads no weights. Missing weights are an error, not a warning.
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(path), torch_dtype=getattr(torch, dtype), output_loading_info=True
+        )
+        missing = [key for key in info.get("missing_keys", []) if "lm_head" not in key]
+        if missing:
+            raise BaseModelNotFound(f"Base model '{name}' at {path} is missing weights: {missing[:5]}")
+        model.requires_grad_(False)
+        model.eval()
+        model.to(device)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if not getattr(tokenizer, "is_fast", False):
+            raise BaseModelNotFound(f"Base model '{name}' has no fast tokenizer; character offsets are required.")
+        llm = BaseLLM(
+            name=name,
+            path=str(path),
+            model=model,
+            tokenizer=tokenizer,
+            fingerprint=weights_fingerprint(name, path, model),
+        )
+        _LOADED[key] = llm
+        return llm
+
+
+def check_fingerprint(expected: Dict[str, object], llm: BaseLLM, what: str) -> None:
+    """Refuse weights trained on another base model, naming both."""
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "embedding_digest", "gguf_sha256")
+    diffs = {k: (expected.get(k), llm.fingerprint.get(k)) for k in keys if expected.get(k) != llm.fingerprint.get(k)}
+    if diffs:
+        raise ValueError(
+            f"{what} was trained on base model '{expected.get('name')}' but the loaded base model is "
+            f"'{llm.name}' (differences: {diffs}). Set model_name to the base model it was trained on."
+        )

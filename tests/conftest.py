@@ -1,0 +1,84 @@
+"""Tiny random Gemma models (SeaLLM's GemmaConfig and Gemma 3's Gemma3TextConfig), built
+in fixtures: no download, a train step in well under a second."""
+import random
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import spacy
+import torch
+from spacy.training import Example
+from spacy.training.converters import conllu_to_docs
+
+DATA = Path(__file__).parent / "data"
+SAMPLE_CONLLU = DATA / "newscrawl-sample.conllu"
+
+
+def sample_docs(n: int = 60) -> List[spacy.tokens.Doc]:
+    """Gold docs (one sentence each) from the shipped NewsCrawl sample, multiword tokens merged."""
+    text = SAMPLE_CONLLU.read_text(encoding="utf8")
+    docs = list(conllu_to_docs(text, n_sents=1, merge_subtokens=True, append_morphology=False, no_print=True))
+    return docs[:n]
+
+
+def sample_texts() -> List[str]:
+    return [doc.text for doc in sample_docs()]
+
+
+def make_tiny_model_dir(path: Path, kind: str) -> Path:
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GemmaConfig, GemmaForCausalLM
+
+    from fillm_spacy.models.tokenizer import train_gemma_style_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = train_gemma_style_tokenizer(sample_texts(), vocab_size=700)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if kind == "gemma":  # SeaLLM-7B-v2.5's architecture, tiny
+        model = GemmaForCausalLM(GemmaConfig(**common))
+    else:
+        model = Gemma3ForCausalLM(Gemma3TextConfig(sliding_window=64, **common))
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-gemma"), "gemma")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3_dir(tmp_path_factory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-gemma3"), "gemma3")
+
+
+@pytest.fixture(scope="session", params=["gemma", "gemma3"])
+def tiny_model_dir(request, tiny_gemma_dir, tiny_gemma3_dir) -> Path:
+    return tiny_gemma_dir if request.param == "gemma" else tiny_gemma3_dir
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    spacy.util.fix_random_seed(0)
+
+
+@pytest.fixture
+def gold_examples() -> List[Example]:
+    nlp = spacy.blank("tl")
+    return [Example(nlp.make_doc(doc.text), doc) for doc in sample_docs()]
