@@ -74,6 +74,13 @@ class LLMEncoderModule(torch.nn.Module):
             features = hidden
         self.projection = torch.nn.Linear(features, width)
 
+    def trainable_named_parameters(self):
+        """This encoder's own parameters and its adapter's: other components' adapters on the
+        shared base model are theirs to update."""
+        for name, param in self.named_parameters():
+            if not name.startswith("base.") or (self.adapter_name and f".{self.adapter_name}." in name):
+                yield name, param
+
     def own_state(self) -> dict:
         """Trainable state this encoder owns (not the shared base weights)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("base.")}
@@ -157,6 +164,16 @@ class LLMShim(PyTorchShim):
         self._model.eval()
         with torch.inference_mode():
             return self._model(*inputs.args, **inputs.kwargs)
+
+    def finish_update(self, optimizer) -> None:
+        for name, param in self._model.trainable_named_parameters():
+            if param.grad is None:
+                continue
+            if not self._grad_scaler.found_inf:  # skip the step if a gradient overflowed
+                value, _ = optimizer((self.id, name), torch2xp(param.data), torch2xp(param.grad))
+                param.data = xp2torch(value, requires_grad=True, device=param.device)
+            param.grad.zero_()
+        self._grad_scaler.update()
 
     @contextlib.contextmanager
     def use_params(self, params):
@@ -283,7 +300,7 @@ def build_llm_encoder(
             "convert_outputs": _tokens_to_arrays,
         },
         shims=[LLMShim(module)],
-        dims={"nI": None, "nO": width},
+        dims={"nO": width},
     )
 
 
@@ -398,7 +415,7 @@ def llm_encoder_v1(
     features: optional extra token features (e.g. spaCy's MultiHashEmbed + MaxoutWindowEncoder)
         concatenated with the LLM features: Tagalog affixes and reduplication live in characters.
     """
-    from thinc.api import Maxout, concatenate, with_array
+    from thinc.api import Maxout, chain, concatenate, with_array
 
     from ..models.loading import load_base_llm
 
@@ -421,6 +438,6 @@ def llm_encoder_v1(
     )
     if features is None:
         return encoder
-    combined = concatenate(encoder, features) >> with_array(Maxout(nO=width, nP=3, normalize=True, dropout=0.0))
+    combined = chain(concatenate(encoder, features), with_array(Maxout(nO=width, nP=3, normalize=True, dropout=0.0)))
     combined.set_dim("nO", width)
     return combined

@@ -79,9 +79,12 @@ def train_gemma_style_tokenizer(texts: Iterable[str], vocab_size: int = 600) -> 
     """A small tokenizer of the same kind, trained on `texts`: for tiny test models."""
     specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
     byte_pieces = [f"<0x{b:02X}>" for b in range(256)]
+    from tokenizers import pre_tokenizers, trainers
+
     trainer_tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
-    trainer_tokenizer.normalizer = normalizers.Replace(" ", "▁")
-    from tokenizers import trainers
+    # Learn pieces within words, '▁' in front, as SentencePiece does; the built tokenizer
+    # then needs no pre-tokenizer, like Gemma's.
+    trainer_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
 
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=specials + byte_pieces, show_progress=False

@@ -1,0 +1,402 @@
+"""The biaffine parser: tree decoding, training through the LLM encoder, serialization, edge cases."""
+import itertools
+import random
+
+import numpy as np
+import pytest
+import spacy
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from spacy.tokens import Doc
+from spacy.training import Example
+from thinc.api import Adam
+
+from fillm_spacy.pipeline.mst import decode_tree, tree_score
+from fillm_spacy.pipeline.parser import ROOT_LABEL, arc_cross_entropy, label_cross_entropy, training_docs
+
+from .conftest import sample_docs
+
+WIDTH = 32
+N_TRAIN = 10
+
+
+# ---------------------------------------------------------------- tree decoding
+
+
+def assert_tree(heads: np.ndarray, n: int) -> None:
+    """heads[i - 1] is the head of token i (0 = ROOT): one root, heads in range, no cycles."""
+    assert len(heads) == n
+    assert all(0 <= h <= n for h in heads), heads
+    assert all(h != i for i, h in enumerate(heads, start=1)), heads
+    assert sum(h == 0 for h in heads) == (1 if n else 0), heads
+    for token in range(1, n + 1):  # every token reaches the ROOT within n steps
+        node, steps = token, 0
+        while node != 0:
+            node, steps = heads[node - 1], steps + 1
+            assert steps <= n, f"cycle through token {token}: {heads}"
+
+
+@st.composite
+def score_matrices(draw, max_n=60):
+    n = draw(st.integers(1, max_n))
+    scores = draw(
+        hnp.arrays(np.float64, (n + 1, n + 1), elements=st.floats(-50, 50, allow_nan=False, allow_infinity=False))
+    )
+    # A large bonus for attaching to the ROOT makes the unconstrained MST multi-rooted.
+    scores[:, 0] += draw(st.sampled_from([0.0, 10.0, 100.0]))
+    return scores
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(score_matrices())
+def test_decode_tree_always_single_rooted_tree(scores):
+    heads = decode_tree(scores)
+    assert_tree(heads, scores.shape[0] - 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 60), st.integers(0, 2**32 - 1), st.sampled_from([0.0, 3.0, 30.0]))
+def test_decode_tree_random_gaussian_scores(n, seed, root_bonus):
+    scores = np.random.default_rng(seed).normal(size=(n + 1, n + 1))
+    scores[:, 0] += root_bonus
+    assert_tree(decode_tree(scores), n)
+
+
+def is_single_rooted_tree(heads) -> bool:
+    if sum(h == 0 for h in heads) != 1:
+        return False
+    for token in range(1, len(heads) + 1):
+        node, steps = token, 0
+        while node != 0 and steps <= len(heads):
+            node, steps = heads[node - 1], steps + 1
+        if node != 0:
+            return False
+    return True
+
+
+def all_single_rooted_trees(n):
+    candidates = [[h for h in range(n + 1) if h != token] for token in range(1, n + 1)]
+    for heads in itertools.product(*candidates):
+        if is_single_rooted_tree(heads):
+            yield np.asarray(heads)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 5).flatmap(
+        lambda n: hnp.arrays(np.float64, (n + 1, n + 1), elements=st.integers(-3, 3).map(float))
+    ),
+    st.sampled_from([0.0, 2.0, 5.0]),
+)
+def test_decode_tree_is_best_single_rooted_tree(scores, root_bonus):
+    """Brute force over every single-rooted tree: the decoder finds a best one (ties included)."""
+    scores[:, 0] += root_bonus  # often several roots in the unconstrained MST
+    n = scores.shape[0] - 1
+    best = max(tree_score(scores, heads) for heads in all_single_rooted_trees(n))
+    assert tree_score(scores, decode_tree(scores)) == pytest.approx(best)
+
+
+def test_decode_tree_refuses_nan_scores():
+    scores = np.zeros((4, 4))
+    scores[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        decode_tree(scores)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_arc_and_label_gradients_match_finite_differences():
+    rng = np.random.default_rng(0)
+    n, n_labels = 4, 3
+    arcs, labels = rng.normal(size=(n + 1, n + 1)), rng.normal(size=(n + 1, n + 1, n_labels))
+    arc_targets = np.array([2, 0, -1, 3])  # token 3 has no gold head
+    label_targets = np.array([1, -1, -1, 2])
+    _, d_arcs = arc_cross_entropy(arcs, arc_targets)
+    _, d_labels = label_cross_entropy(labels, arc_targets, label_targets)
+    eps = 1e-5
+    for (i, j) in [(1, 2), (1, 0), (2, 3), (4, 1), (3, 1)]:
+        bumped = arcs.copy()
+        bumped[i, j] += eps
+        numeric = (arc_cross_entropy(bumped, arc_targets)[0] - arc_cross_entropy(arcs, arc_targets)[0]) / eps
+        assert d_arcs[i, j] == pytest.approx(numeric, abs=1e-3)
+    for (i, j, k) in [(1, 2, 0), (1, 2, 1), (4, 3, 2), (2, 0, 1)]:
+        bumped = labels.copy()
+        bumped[i, j, k] += eps
+        numeric = (
+            label_cross_entropy(bumped, arc_targets, label_targets)[0]
+            - label_cross_entropy(labels, arc_targets, label_targets)[0]
+        ) / eps
+        assert d_labels[i, j, k] == pytest.approx(numeric, abs=1e-3)
+    assert not d_arcs[0].any() and not d_arcs[3].any()  # ROOT row, token without gold head
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+def gold_tokenized(nlp, gold: Doc) -> Doc:
+    """The gold text with the gold tokens: UAS then measures the parser, not tokenization."""
+    return Doc(nlp.vocab, words=[t.text for t in gold], spaces=[bool(t.whitespace_) for t in gold])
+
+
+def character_features():
+    """spaCy's own hash-embedding features, concatenated with the LLM's by the encoder."""
+    return {
+        "@architectures": "spacy.Tok2Vec.v2",
+        "embed": {
+            "@architectures": "spacy.MultiHashEmbed.v2",
+            "width": WIDTH,
+            "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+            "rows": [2000, 1000, 1000, 1000],
+            "include_static_vectors": False,
+        },
+        "encode": {
+            "@architectures": "spacy.MaxoutWindowEncoder.v2",
+            "width": WIDTH,
+            "depth": 2,
+            "window_size": 1,
+            "maxout_pieces": 3,
+        },
+    }
+
+
+def parser_config(width=WIDTH):
+    return {
+        "model": {
+            "arc_mlp_width": 64,
+            "label_mlp_width": 32,
+            "dropout": 0.0,  # overfitting is the point here
+            "tok2vec": {"@architectures": "spacy.Tok2VecListener.v1", "width": width, "upstream": "*"},
+        }
+    }
+
+
+def build_llm_pipeline(model_dir):
+    nlp = spacy.blank("tl")
+    encoder = {
+        "@architectures": "fillm.LLMEncoder.v1",
+        "model_name": str(model_dir),
+        "width": WIDTH,
+        "first_layer": 0,
+        "last_layer": 3,
+        "lora_r": 4,
+        "lora_dropout": 0.0,
+        "window": 64,
+        "stride": 48,
+        "features": character_features(),
+    }
+    nlp.add_pipe("tok2vec", config={"model": encoder})
+    nlp.add_pipe("fillm_parser", name="parser", config=parser_config())
+    return nlp
+
+
+def lora_weights(nlp):
+    encoder = next(node for node in nlp.get_pipe("tok2vec").model.walk() if node.name == "llm_encoder")
+    module = encoder.shims[0]._model
+    return {n: p.detach().clone() for n, p in module.llm.model.named_parameters() if module.adapter_name in n}
+
+
+def parses(docs):
+    return [[(t.head.i, t.dep_) for t in doc] for doc in docs]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_gemma3_dir):
+    """The tiny random Gemma 3 + LoRA + character features + biaffine parser, overfit to 10
+    NewsCrawl sentences (trained until UAS >= 0.95 on them, at most MAX_STEPS updates)."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    spacy.util.fix_random_seed(0)
+    nlp = build_llm_pipeline(tiny_gemma3_dir)
+    gold = sample_docs(N_TRAIN)
+    examples = [Example(gold_tokenized(nlp, doc), doc) for doc in gold]
+    nlp.initialize(lambda: examples)
+    lora_before = lora_weights(nlp)
+    optimizer = Adam(0.003)
+    scores = {"dep_uas": 0.0}
+    for step in range(1, 61):
+        nlp.update(examples, sgd=optimizer, losses={})
+        if step >= 15 and step % 5 == 0:
+            scores = nlp.evaluate(examples)
+            if scores["dep_uas"] >= 0.97:
+                break
+    scores["steps"] = step
+    return nlp, examples, scores, lora_before
+
+
+def test_parser_listens_to_the_llm_encoder(trained):
+    nlp, *_ = trained
+    assert nlp.get_pipe("tok2vec").listening_components == ["parser"]
+    assert "fillm_parser" == nlp.get_pipe_meta("parser").factory
+
+
+def test_overfits_ten_sentences(trained):
+    nlp, examples, scores, lora_before = trained
+    assert scores["dep_uas"] >= 0.95, scores
+    assert scores["dep_las"] >= 0.9, scores
+    # spaCy's parser scorer, as `spacy evaluate` reports it
+    assert {"dep_uas", "dep_las", "dep_las_per_type", "sents_f"} <= set(scores)
+    assert scores["sents_f"] == 1.0
+    # the parser's loss reached the encoder's LoRA adapter (its B matrices start at zero)
+    lora_after = lora_weights(nlp)
+    assert lora_before and any(not torch.equal(lora_before[n], lora_after[n]) for n in lora_before)
+    # labels come from the data, UD subtypes included; the root's label is structural
+    labels = nlp.get_pipe("parser").labels
+    assert "nmod:poss" in labels and "obj:agent" in labels and ROOT_LABEL not in labels
+    doc = nlp(gold_tokenized(nlp, examples[0].reference))
+    roots = [t for t in doc if t.head.i == t.i]
+    assert len(roots) == 1 and roots[0].dep_ == ROOT_LABEL
+
+
+def test_serialization_round_trip(trained, tmp_path):
+    nlp, examples, *_ = trained
+    texts = [eg.reference.text for eg in examples] + ["Kumain ako ng mangga kahapon sa Maynila."]
+    before = parses(nlp.pipe([gold_tokenized(nlp, eg.reference) for eg in examples]))
+    before_texts = parses(nlp.pipe(texts))
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("parser").labels == nlp.get_pipe("parser").labels
+    assert loaded.get_pipe("tok2vec").listening_components == ["parser"]
+    assert parses(loaded.pipe([gold_tokenized(loaded, eg.reference) for eg in examples])) == before
+    assert parses(loaded.pipe(texts)) == before_texts
+
+
+def assert_doc_trees(doc: Doc) -> None:
+    """Every sentence of a parsed doc is one tree inside the sentence, rooted at `root`."""
+    for sent in doc.sents:
+        roots = [t for t in sent if t.head.i == t.i]
+        assert len(roots) == 1, [(t.text, t.head.i) for t in sent]
+        assert roots[0].dep_ == ROOT_LABEL
+        for token in sent:
+            assert sent.start <= token.head.i < sent.end
+            assert token.dep_
+            seen = set()
+            while token.head.i != token.i:
+                assert token.i not in seen, "cycle"
+                seen.add(token.i)
+                token = token.head
+
+
+@pytest.mark.parametrize("text", ["", "Oo", "!", "...", "— , . ? !", "  ", "!!! ??? ..."])
+def test_degenerate_docs_parse(trained, text):
+    nlp, *_ = trained
+    doc = nlp(text)
+    assert_doc_trees(doc)
+    if len(doc) == 1:
+        assert doc[0].head.i == 0 and doc[0].dep_ == ROOT_LABEL
+
+
+def test_degenerate_docs_in_one_batch(trained):
+    nlp, *_ = trained
+    texts = ["", "Oo", "Ang bahay ay malaki.", "", "...", "Tumakbo siya."]
+    docs = list(nlp.pipe(texts, batch_size=8))
+    assert [doc.text for doc in docs] == texts
+    for doc in docs:
+        assert_doc_trees(doc)
+
+
+def test_parses_each_sentence_separately(trained):
+    """With sentence boundaries (as a senter sets them), one tree per sentence, never across."""
+    nlp, examples, *_ = trained
+    first, second = examples[0].reference, examples[1].reference
+    doc = Doc.from_docs([gold_tokenized(nlp, first), gold_tokenized(nlp, second)])
+    for token in doc:
+        token.is_sent_start = token.i in (0, len(first))
+    for _, component in nlp.pipeline:
+        doc = component(doc)
+    assert [(s.start, s.end) for s in doc.sents] == [(0, len(first)), (len(first), len(doc))]
+    assert_doc_trees(doc)
+
+
+# ---------------------------------------------------------------- training edge cases
+
+
+def build_small_pipeline():
+    """spaCy's own CNN tok2vec: the parser needs only a listener, and this is fast."""
+    nlp = spacy.blank("tl")
+    nlp.add_pipe(
+        "tok2vec",
+        config={
+            "model": {
+                "@architectures": "spacy.HashEmbedCNN.v2",
+                "width": WIDTH,
+                "depth": 1,
+                "embed_size": 500,
+                "window_size": 1,
+                "maxout_pieces": 2,
+                "subword_features": True,
+                "pretrained_vectors": None,
+            }
+        },
+    )
+    nlp.add_pipe("fillm_parser", name="parser", config=parser_config())
+    return nlp
+
+
+def test_unseen_label_in_update_is_ignored():
+    nlp = build_small_pipeline()
+    gold = sample_docs(3)
+    examples = [Example(gold_tokenized(nlp, doc), doc) for doc in gold]
+    nlp.initialize(lambda: examples)
+    labels = nlp.get_pipe("parser").labels
+    words = ["Kumain", "ang", "bata", "."]
+    unseen = "obl:never-seen"
+    assert unseen not in labels
+    reference = Doc(nlp.vocab, words=words, heads=[0, 2, 0, 0], deps=["ROOT", "det", unseen, "punct"])
+    partial = Doc(nlp.vocab, words=words, heads=[0, 2, 2, 0], deps=["ROOT", "", "", "punct"])  # missing annotation
+    batch = examples + [Example(Doc(nlp.vocab, words=words), reference), Example(Doc(nlp.vocab, words=words), partial)]
+    optimizer = nlp.create_optimizer()
+    for _ in range(3):
+        losses = nlp.update(batch, sgd=optimizer, losses={})
+        assert np.isfinite(losses["parser"]) and losses["parser"] > 0
+    assert nlp.get_pipe("parser").labels == labels
+    assert_doc_trees(nlp(Doc(nlp.vocab, words=words)))
+
+
+def test_training_uses_gold_sentences_when_predicted_has_none():
+    nlp = spacy.blank("tl")
+    first, second = sample_docs(2)
+    reference = Doc.from_docs([first, second])
+    predicted = Doc(nlp.vocab, words=[t.text for t in reference], spaces=[bool(t.whitespace_) for t in reference])
+    example = Example(predicted, reference)
+    (doc,) = training_docs([example])
+    assert [(s.start, s.end) for s in doc.sents] == [(0, len(first)), (len(first), len(reference))]
+    assert not predicted.has_annotation("SENT_START")  # a copy: the predicted doc is untouched
+    sentenced = Doc(nlp.vocab, words=[t.text for t in reference], sent_starts=[True] + [False] * (len(reference) - 1))
+    (kept,) = training_docs([Example(sentenced, reference)])
+    assert kept is sentenced  # predicted boundaries (from a senter) win
+
+
+def test_multi_sentence_training_docs_update():
+    """A corpus doc of several sentences without predicted boundaries trains sentence by sentence."""
+    nlp = build_small_pipeline()
+    reference = Doc.from_docs(sample_docs(3))
+    example = Example(gold_tokenized(nlp, reference), reference)
+    nlp.initialize(lambda: [example])
+    optimizer = nlp.create_optimizer()
+    losses = {}
+    for _ in range(2):
+        losses = nlp.update([example], sgd=optimizer, losses={})
+    assert np.isfinite(losses["parser"])
+    doc = gold_tokenized(nlp, reference)
+    doc = nlp(doc)
+    assert_doc_trees(doc)
+
+
+def test_replace_listeners_keeps_parses():
+    """`nlp.replace_listeners` (spaCy's way to freeze a shared tok2vec) gives the parser its own copy."""
+    nlp = build_small_pipeline()
+    gold = sample_docs(3)
+    examples = [Example(gold_tokenized(nlp, doc), doc) for doc in gold]
+    nlp.initialize(lambda: examples)
+    optimizer = nlp.create_optimizer()
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    docs = [gold_tokenized(nlp, doc) for doc in gold]
+    before = parses(nlp.pipe([d.copy() for d in docs]))
+    nlp.replace_listeners("tok2vec", "parser", ["model.tok2vec"])
+    assert nlp.get_pipe("tok2vec").listening_components == []
+    assert parses(nlp.pipe([d.copy() for d in docs])) == before
