@@ -1,0 +1,332 @@
+"""Data set-up for the project workflow (project.yml): offline copy, splits and conversion.
+
+Every command takes its paths as arguments, so project.yml variables decide which files are
+used; nothing here knows where the offline data lives except `setup`'s --shared argument.
+
+    python -m fillm_spacy.data setup --shared ../shared/data --assets assets --ud-heldout-every 10
+    python -m fillm_spacy.data convert-ud assets/ud/train.conllu corpus/ud/train.spacy
+    python -m fillm_spacy.data split-ner assets/ner/wikiann-tl-corrected.spacy corpus/ner --seed 0
+    python -m fillm_spacy.data convert-tests --ud "newscrawl=assets/ud/test.conllu" \
+        --ner "wikiann=corpus/ner/test.spacy" --output-dir corpus/test
+"""
+import argparse
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import spacy
+from spacy.tokens import Doc, DocBin
+from spacy.util import get_words_and_spaces
+from spacy.vocab import Vocab
+
+# calamanCy v0.2.0's conversion protocol (models/v0.2.0/project.yml, setup-finetuning-data):
+# XPOS+morphology as the tag, multiword tokens merged into one spaCy token, one sentence a doc.
+UD_CONVERT_FLAGS = ("--converter", "conllu", "--morphology", "--merge-subtokens", "--n-sents", "1")
+
+# What `setup` copies out of the offline data folder: source (relative to it) -> destination
+# (relative to assets/). The UD train file is handled separately because of the held-out split.
+OFFLINE_COPIES = {
+    "ud/newscrawl-dev.conllu": "ud/dev.conllu",
+    "ner/wikiann-tl-corrected.spacy": "ner/wikiann-tl-corrected.spacy",
+    "raw/alt-fil-wikinews.txt": "raw/alt-fil-wikinews.txt",
+    "summarization/ntrex-fil-headlines.jsonl": "summarization/ntrex-fil-headlines.jsonl",
+    "README.md": "shared-data-README.md",  # provenance and licences travel with the copies
+}
+OFFLINE_UD_TRAIN = "ud/newscrawl-train.conllu"
+
+NER_SPLIT_RATIOS = (0.8, 0.1, 0.1)
+NER_SPLIT_NAMES = ("train", "dev", "test")
+# Universal NER annotates PER/ORG/LOC plus OTH ("other"); calamanCy's models, and the WikiANN
+# data, only know the first three, so OTH becomes "O" when converting a UNER test file.
+DEFAULT_NER_LABELS = ("PER", "ORG", "LOC")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def conllu_sentences(text: str) -> List[str]:
+    """The sentence blocks of a CoNLL-U file (comments included), without the blank separators."""
+    return [block.strip("\n") for block in re.split(r"\n\s*\n", text) if block.strip()]
+
+
+def split_conllu_heldout(text: str, every: int) -> Tuple[str, str]:
+    """Hold out every `every`-th sentence (the 10th, 20th, ... for every=10) of a CoNLL-U text.
+
+    Returns (kept, held_out) as CoNLL-U texts. every=0 keeps everything. The rule is positional,
+    not random, so the split is the same on every machine and easy to describe."""
+    if every < 0:
+        raise ValueError(f"every must be >= 0, got {every}")
+    sentences = conllu_sentences(text)
+    if every == 0:
+        kept, held_out = sentences, []
+    else:
+        kept = [s for i, s in enumerate(sentences) if i % every != every - 1]
+        held_out = [s for i, s in enumerate(sentences) if i % every == every - 1]
+    return _join_conllu(kept), _join_conllu(held_out)
+
+
+def _join_conllu(sentences: Sequence[str]) -> str:
+    return "".join(sentence + "\n\n" for sentence in sentences)
+
+
+def split_indices(n: int, ratios: Sequence[float], seed: int) -> List[List[int]]:
+    """Shuffle range(n) with `seed` and cut it into len(ratios) parts of those proportions.
+
+    Part sizes are floor(n * ratio) except the last, which takes the rest, so every item lands in
+    exactly one part. Indices inside each part are sorted (the original order of the data)."""
+    if not ratios or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-9:
+        raise ValueError(f"ratios must be non-negative and sum to 1, got {ratios}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    parts, start = [], 0
+    for i, ratio in enumerate(ratios):
+        end = n if i == len(ratios) - 1 else start + int(n * ratio)
+        parts.append(sorted(order[start:end]))
+        start = end
+    return parts
+
+
+def parse_named_paths(spec: str) -> List[Tuple[str, Path]]:
+    """Parse "name=path,name=path" (a project.yml variable) into [(name, Path)]. Empty -> []."""
+    pairs = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if "=" not in item:
+            raise ValueError(f"expected name=path, got {item!r} in {spec!r}")
+        name, path = (x.strip() for x in item.split("=", 1))
+        if not _NAME_RE.match(name):
+            raise ValueError(f"test-set name {name!r} must be letters, digits, '_', '-' or '.'")
+        if not path:
+            raise ValueError(f"empty path for {name!r} in {spec!r}")
+        pairs.append((name, Path(path)))
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate test-set names in {spec!r}")
+    return pairs
+
+
+def iob2_to_docs(text: str, vocab: Vocab, keep_labels: Optional[Iterable[str]] = DEFAULT_NER_LABELS) -> List[Doc]:
+    """Read a Universal NER .iob2 file (CoNLL-U-like: `# text = ...`, then `id<TAB>word<TAB>tag`).
+
+    Spaces come from the `# text` line where it matches the words, so doc.text is the real
+    sentence (the tokenizer sees what a user would give it). Labels outside keep_labels -> O."""
+    keep = set(keep_labels) if keep_labels is not None else None
+    docs = []
+    for block in re.split(r"\n\s*\n", text):
+        words, tags, sent_text = [], [], None
+        for line in block.splitlines():
+            line = line.rstrip("\r")
+            if line.startswith("# text ="):
+                sent_text = line.split("=", 1)[1].strip()
+            elif line and not line.startswith("#"):
+                parts = line.split("\t")
+                if len(parts) < 3:
+                    raise ValueError(f"expected id, word and tag columns, got {line!r}")
+                words.append(parts[1])
+                tags.append(_keep_iob_tag(parts[2].strip(), keep))
+        if not words:
+            continue
+        spaces = None
+        if sent_text is not None:
+            try:
+                _, spaces = get_words_and_spaces(words, sent_text)
+                if len(spaces) != len(words):
+                    spaces = None
+            except ValueError:  # the text line does not contain the words in order
+                spaces = None
+        docs.append(Doc(vocab, words=words, spaces=spaces, ents=_repair_iob(tags)))
+    return docs
+
+
+def _keep_iob_tag(tag: str, keep: Optional[set]) -> str:
+    if tag in ("O", "_", ""):
+        return "O"
+    if "-" not in tag:
+        raise ValueError(f"not an IOB2 tag: {tag!r}")
+    prefix, label = tag.split("-", 1)
+    if prefix not in ("B", "I"):
+        raise ValueError(f"not an IOB2 tag: {tag!r}")
+    return tag if keep is None or label in keep else "O"
+
+
+def _repair_iob(tags: List[str]) -> List[str]:
+    """An I- tag that does not continue an entity of its label starts one (after dropping OTH)."""
+    repaired = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-"):
+            previous = repaired[i - 1] if i else "O"
+            if previous == "O" or previous[2:] != tag[2:]:
+                tag = "B-" + tag[2:]
+        repaired.append(tag)
+    return repaired
+
+
+# ---------------------------------------------------------------------------------------------
+# File operations (the CLI's subcommands)
+# ---------------------------------------------------------------------------------------------
+
+
+def setup_offline_data(shared: Path, assets: Path, ud_heldout_every: int = 10) -> List[Path]:
+    """Copy the offline data into assets/; returns the files written ([] when `shared` is absent).
+
+    The offline UD file is the official NewsCrawl *dev* split minus every 10th sentence (see the
+    data README); with ud_heldout_every=N every N-th of its sentences becomes assets/ud/test.conllu
+    and the rest assets/ud/train.conllu, so the test set is never seen in training or model
+    selection (the dev file picks model-best)."""
+    if not shared.is_dir():
+        print(f"[setup] {shared} not found: nothing to copy. Fetch the upstream data with "
+              f"`spacy project assets --extra` and point the vars at it (see assets/README.md).")
+        return []
+    written = []
+    for source, dest in OFFLINE_COPIES.items():
+        src, dst = shared / source, assets / dest
+        if not src.exists():
+            raise FileNotFoundError(f"expected offline file {src}")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        written.append(dst)
+    train_text = (shared / OFFLINE_UD_TRAIN).read_text(encoding="utf8")
+    kept, held_out = split_conllu_heldout(train_text, ud_heldout_every)
+    (assets / "ud").mkdir(parents=True, exist_ok=True)
+    train_path, test_path = assets / "ud" / "train.conllu", assets / "ud" / "test.conllu"
+    train_path.write_text(kept, encoding="utf8")
+    written.append(train_path)
+    if held_out:
+        test_path.write_text(held_out, encoding="utf8")
+        written.append(test_path)
+    elif test_path.exists():
+        test_path.unlink()  # a stale held-out file would overlap the new training file
+    n_kept, n_held = len(conllu_sentences(kept)), len(conllu_sentences(held_out))
+    for path in written:
+        print(f"[setup] wrote {path}")
+    print(f"[setup] UD: {n_kept} training sentences, {n_held} held-out test sentences "
+          f"(every {ud_heldout_every}th of {shared / OFFLINE_UD_TRAIN})")
+    return written
+
+
+def convert_ud(source: Path, dest: Path) -> int:
+    """Convert a CoNLL-U file with `spacy convert` (UD_CONVERT_FLAGS) into the DocBin `dest`.
+
+    spacy convert names its output after the input file; running it in a scratch folder and
+    moving the result gives the fixed names that project.yml's commands depend on."""
+    if not source.is_file():
+        raise FileNotFoundError(source)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "spacy", "convert", str(source), tmp, *UD_CONVERT_FLAGS]
+        print("[convert] " + " ".join(command[1:]))
+        subprocess.run(command, check=True)
+        outputs = list(Path(tmp).glob("*.spacy"))
+        if len(outputs) != 1:
+            raise RuntimeError(f"spacy convert wrote {outputs}, expected one .spacy file")
+        shutil.move(str(outputs[0]), dest)
+    n_docs = len(DocBin().from_disk(dest))
+    print(f"[convert] {source} -> {dest}: {n_docs} docs")
+    return n_docs
+
+
+def split_ner(source: Path, output_dir: Path, seed: int, ratios: Sequence[float] = NER_SPLIT_RATIOS) -> List[Path]:
+    """Split a NER DocBin into train/dev/test DocBins (seeded shuffle, `ratios`)."""
+    vocab = spacy.blank("xx").vocab
+    docs = list(DocBin().from_disk(source).get_docs(vocab))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, indices in zip(NER_SPLIT_NAMES, split_indices(len(docs), ratios, seed)):
+        path = output_dir / f"{name}.spacy"
+        DocBin(docs=[docs[i] for i in indices]).to_disk(path)
+        n_ents = sum(len(docs[i].ents) for i in indices)
+        print(f"[split-ner] {path}: {len(indices)} docs, {n_ents} entities")
+        paths.append(path)
+    return paths
+
+
+def convert_ner_test(source: Path, dest: Path, keep_labels: Optional[Sequence[str]] = DEFAULT_NER_LABELS) -> int:
+    """A NER test set as a DocBin: .spacy files are copied, Universal NER .iob2 files converted."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if source.suffix == ".spacy":
+        if source.resolve() != dest.resolve():
+            shutil.copyfile(source, dest)
+        n_docs = len(DocBin().from_disk(dest))
+    elif source.suffix == ".iob2":
+        docs = iob2_to_docs(source.read_text(encoding="utf8"), spacy.blank("xx").vocab, keep_labels)
+        DocBin(docs=docs).to_disk(dest)
+        n_docs = len(docs)
+    else:
+        raise ValueError(f"NER test sets must be .spacy or .iob2 files, got {source}")
+    print(f"[convert] NER test {source} -> {dest}: {n_docs} docs")
+    return n_docs
+
+
+def convert_tests(ud_spec: str, ner_spec: str, output_dir: Path) -> List[Path]:
+    """Write every test set as output_dir/ud-<name>.spacy or output_dir/ner-<name>.spacy.
+
+    The folder is emptied first: evaluate and compare score every file in it, so a test set
+    dropped from the variables must not linger."""
+    ud_tests, ner_tests = parse_named_paths(ud_spec), parse_named_paths(ner_spec)
+    if not ud_tests and not ner_tests:
+        raise ValueError("no test sets given: set the ud_tests and/or ner_tests variables")
+    if output_dir.exists():
+        for stale in output_dir.glob("*.spacy"):
+            stale.unlink()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, path in ud_tests:
+        dest = output_dir / f"ud-{name}.spacy"
+        convert_ud(path, dest)
+        written.append(dest)
+    for name, path in ner_tests:
+        dest = output_dir / f"ner-{name}.spacy"
+        convert_ner_test(path, dest)
+        written.append(dest)
+    return written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.data", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    setup = commands.add_parser("setup", help="copy the offline data into assets/ (no-op without it)")
+    setup.add_argument("--shared", type=Path, required=True)
+    setup.add_argument("--assets", type=Path, default=Path("assets"))
+    setup.add_argument("--ud-heldout-every", type=int, default=10)
+
+    ud = commands.add_parser("convert-ud", help="CoNLL-U -> DocBin with calamanCy's flags")
+    ud.add_argument("source", type=Path)
+    ud.add_argument("dest", type=Path)
+
+    ner = commands.add_parser("split-ner", help="seeded 80/10/10 split of a NER DocBin")
+    ner.add_argument("source", help='a NER DocBin, or "" when train/dev/test come from elsewhere')
+    ner.add_argument("output_dir", type=Path)
+    ner.add_argument("--seed", type=int, default=0)
+
+    tests = commands.add_parser("convert-tests", help="all test sets -> <output-dir>/{ud,ner}-<name>.spacy")
+    tests.add_argument("--ud", default="", help='"name=path.conllu,..."')
+    tests.add_argument("--ner", default="", help='"name=path.spacy|path.iob2,..."')
+    tests.add_argument("--output-dir", type=Path, required=True)
+
+    args = parser.parse_args(argv)
+    if args.command == "setup":
+        setup_offline_data(args.shared, args.assets, args.ud_heldout_every)
+    elif args.command == "convert-ud":
+        convert_ud(args.source, args.dest)
+    elif args.command == "split-ner":
+        if args.source:
+            split_ner(Path(args.source), args.output_dir, args.seed)
+        else:
+            print("[split-ner] no source given (ner_source is empty): using the ner_* variables as they are")
+    elif args.command == "convert-tests":
+        convert_tests(args.ud, args.ner, args.output_dir)
+
+
+if __name__ == "__main__":
+    main()

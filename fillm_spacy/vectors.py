@@ -1,0 +1,107 @@
+"""Train floret vectors on raw text for the calamanCy-style baseline.
+
+calamanCy v0.2.0 (models/v0.2.0/project.yml, train-vectors-md) trains its tl_calamancy_md vectors
+with the floret binary: `floret skipgram -dim 200 -minn 3 -maxn 5 -mode floret -hashCount 2
+-bucket 200000` on TLUnified (1.1 GB of text), then `spacy init vectors tl ... --mode floret`.
+This does the same with the floret Python package (no binary to build), on whatever raw text the
+project variable names, with dim/bucket/epochs as arguments so a 2-core machine finishes in a
+minute or two (the project's default bucket is 50k rows: the "50k keys" of calamanCy's model card).
+
+The text is first tokenized with spaCy's Tagalog tokenizer, so floret learns vectors for the
+same strings the pipeline later looks up ("France." becomes "France" "."); floret splits on
+whitespace only.
+
+    python -m fillm_spacy.vectors assets/raw/alt-fil-wikinews.txt vectors/floret-tl.floret --dim 200
+    python -m spacy init vectors tl vectors/floret-tl.floret vectors/floret-tl --mode floret
+"""
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import spacy
+
+# floret settings shared with calamanCy's recipe; the rest are floret's defaults (lr 0.05, ws 5,
+# neg 5, minCount 5), which calamanCy's command line also left untouched.
+FLORET_MODE = "floret"
+FLORET_MODEL = "skipgram"
+MINN, MAXN, HASH_COUNT = 3, 5, 2
+
+
+def tokenize_lines(lines: Iterable[str], lang: str = "tl", batch_size: int = 1000) -> Iterator[str]:
+    """Each non-empty line as its spaCy tokens joined by single spaces."""
+    tokenizer = spacy.blank(lang).tokenizer
+    stripped = (line.strip() for line in lines)
+    for doc in tokenizer.pipe((line for line in stripped if line), batch_size=batch_size):
+        yield " ".join(token.text for token in doc if not token.is_space)
+
+
+def train_floret_vectors(
+    raw_text: Path,
+    output: Path,
+    *,
+    dim: int,
+    bucket: int,
+    epochs: int,
+    threads: int,
+    lang: str = "tl",
+    min_count: int = 5,
+) -> Path:
+    """Tokenize `raw_text`, train floret and write the .floret table that `spacy init vectors
+    --mode floret` reads. Returns `output`."""
+    import floret  # the "baseline" extra: only this command needs it
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenized = Path(tmp) / "tokenized.txt"
+        start = time.time()
+        with raw_text.open(encoding="utf8") as lines, tokenized.open("w", encoding="utf8") as out:
+            n_lines = 0
+            for line in tokenize_lines(lines, lang):
+                out.write(line + "\n")
+                n_lines += 1
+        if n_lines == 0:
+            raise ValueError(f"{raw_text} has no text to train vectors on")
+        print(f"[vectors] tokenized {n_lines} lines in {time.time() - start:.1f}s")
+        start = time.time()
+        model = floret.train_unsupervised(
+            str(tokenized),
+            model=FLORET_MODEL,
+            mode=FLORET_MODE,
+            dim=dim,
+            minn=MINN,
+            maxn=MAXN,
+            hashCount=HASH_COUNT,
+            bucket=bucket,
+            epoch=epochs,
+            minCount=min_count,
+            thread=threads,
+            verbose=0,
+        )
+        print(f"[vectors] trained floret (dim {dim}, bucket {bucket}, {epochs} epochs, "
+              f"{len(model.words)} words) in {time.time() - start:.1f}s")
+    model.save_floret_vectors(str(output))
+    print(f"[vectors] wrote {output}")
+    return output
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.vectors", description=__doc__.split("\n")[0])
+    parser.add_argument("raw_text", type=Path, help="raw text, one paragraph or sentence a line")
+    parser.add_argument("output", type=Path, help="the .floret file to write")
+    parser.add_argument("--dim", type=int, default=200)
+    parser.add_argument("--bucket", type=int, default=50000)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-count", type=int, default=5)
+    parser.add_argument("--lang", default="tl")
+    args = parser.parse_args(argv)
+    train_floret_vectors(
+        args.raw_text, args.output, dim=args.dim, bucket=args.bucket, epochs=args.epochs,
+        threads=args.threads, lang=args.lang, min_count=args.min_count,
+    )
+
+
+if __name__ == "__main__":
+    main()
