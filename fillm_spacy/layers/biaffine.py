@@ -153,15 +153,25 @@ class SentenceScores:
 SentenceGradient = Tuple[Floats2d, Floats3d]
 
 
-def sentence_bounds(doc: Doc) -> List[Tuple[int, int]]:
-    """(start, end) of each sentence: a new sentence at every token marked as a sentence start.
+# Longest stretch parsed as one tree. Scores grow with the square of the length (times the
+# labels), so a 10k-token doc without sentence boundaries would need gigabytes; UD sentences
+# are far shorter, so longer stretches are cut into pieces that are each a tree.
+MAX_SENTENCE_TOKENS = 256
 
-    A doc without sentence boundaries (no senter ran) is one sentence.
+
+def sentence_bounds(doc: Doc) -> List[Tuple[int, int]]:
+    """(start, end) of each sentence: a new sentence at every token marked as a sentence start,
+    and every MAX_SENTENCE_TOKENS tokens within a longer one.
+
+    A doc without sentence boundaries (no senter ran) is one sentence (cut the same way).
     """
     if len(doc) == 0:
         return []
     starts = [0] + [token.i for token in doc[1:] if token.is_sent_start]
-    return list(zip(starts, starts[1:] + [len(doc)]))
+    bounds = []
+    for start, end in zip(starts, starts[1:] + [len(doc)]):
+        bounds.extend((cut, min(cut + MAX_SENTENCE_TOKENS, end)) for cut in range(start, end, MAX_SENTENCE_TOKENS))
+    return bounds
 
 
 def biaffine_parser_v1(

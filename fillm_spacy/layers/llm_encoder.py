@@ -7,7 +7,7 @@ Only the adapter and the encoder's own small modules train; base weights stay fr
 are never serialized: a saved pipeline refers to its base model by name (and fingerprint).
 """
 import contextlib
-import io
+import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -25,6 +25,17 @@ from .alignment import DocPieces, align_tokens_to_pieces, assign_pieces_to_windo
 from .scalar_mix import ScalarMix
 
 POOLING = ("mean", "first", "last")
+
+
+def _one_thread_in_forked_child() -> None:
+    # GNU OpenMP's thread pool does not survive fork(): the first matmul in a child forked by
+    # nlp.pipe(n_process=N) would wait forever on the parent's threads. One thread per
+    # process is also the right split of a small CPU between N processes.
+    torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_thread_in_forked_child)
+
 ATTENTION = ("causal", "bidirectional")
 
 

@@ -1,0 +1,113 @@
+"""Arbitrary input through a saved tl_fillm-shaped pipeline (tiny random base model)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import spacy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from spacy.training import Example
+
+from .conftest import sample_docs
+
+CONFIG = Path(__file__).parent.parent / "configs" / "tl_fillm.cfg"
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tiny_gemma3_dir, tmp_path_factory) -> Path:
+    """The real tl_fillm config on the tiny model, trained a few steps and saved."""
+    overrides = {
+        "components.tok2vec.model.model_name": str(tiny_gemma3_dir),
+        "components.tok2vec.model.last_layer": 3,
+        "components.tok2vec.model.width": 32,
+        "components.tok2vec.model.contextualizer_width": 32,
+        "components.tok2vec.model.window": 64,
+        "components.tok2vec.model.stride": 48,
+        "components.parser.model.arc_mlp_width": 32,
+        "components.parser.model.label_mlp_width": 16,
+    }
+    config = spacy.util.load_config(CONFIG, overrides=overrides, interpolate=True)
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    docs = sample_docs(20)
+    # NER annotation on a few docs so the ner head has labels
+    for doc in docs[:5]:
+        doc.ents = [doc.char_span(0, len(doc[0].text), label="PER")]
+    examples = [Example(nlp.make_doc(d.text), d) for d in docs]
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(2):
+        nlp.update(examples, sgd=optimizer)
+    path = tmp_path_factory.mktemp("tl_fillm_tiny")
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def nlp(saved_pipeline):
+    return spacy.load(saved_pipeline)
+
+
+def assert_fully_annotated(doc):
+    assert doc.tensor.shape[0] == len(doc)
+    for sent in doc.sents:
+        roots = [t for t in sent if t.head.i == t.i]
+        assert len(roots) == 1, [t.text for t in sent]
+        for token in sent:
+            assert sent.start <= token.head.i < sent.end
+            # following heads from any token reaches the root without a cycle
+            seen, node = set(), token
+            while node.head.i != node.i:
+                assert node.i not in seen
+                seen.add(node.i)
+                node = node.head
+    for token in doc:
+        assert token.pos_ != "" and token.dep_ != "" and token.tag_ != ""
+
+
+AWKWARD = [
+    "",
+    " ",
+    "\n\n\t  ",
+    "😀🇵🇭👍🏽",
+    "\x00\x01\x1b[31m control \x7f",
+    "Kumain ako ng adobo and then I went home, pero umuulan pa rin.",
+    "ang " * 10_000,
+    "Москва — столица России. 東京は日本の首都です。",
+]
+
+
+@pytest.mark.parametrize("text", AWKWARD, ids=range(len(AWKWARD)))
+def test_awkward_texts_are_fully_annotated(nlp, text):
+    doc = nlp(text)
+    assert doc.text == text
+    assert_fully_annotated(doc)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300))
+def test_arbitrary_unicode_never_crashes(nlp, text):
+    doc = nlp(text)
+    assert doc.text == text
+    assert_fully_annotated(doc)
+
+
+def test_pipe_with_two_processes_matches_one(nlp):
+    texts = [doc.text for doc in sample_docs(8)]
+    single = [[(t.pos_, t.dep_, t.head.i) for t in doc] for doc in nlp.pipe(texts)]
+    double = [[(t.pos_, t.dep_, t.head.i) for t in doc] for doc in nlp.pipe(texts, n_process=2, batch_size=4)]
+    assert single == double
+
+
+def test_missing_base_model_is_one_clear_line(saved_pipeline):
+    from fillm_spacy.models.loading import BaseModelNotFound
+
+    with pytest.raises(BaseModelNotFound, match="not available offline"):
+        spacy.load(saved_pipeline, config={"components": {"tok2vec": {"model": {"model_name": "someone/missing-model"}}}})
+
+
+def test_long_doc_without_sentence_boundaries_is_parsed_in_bounded_trees(nlp):
+    from fillm_spacy.layers.biaffine import MAX_SENTENCE_TOKENS
+
+    with nlp.select_pipes(disable=["senter"]):
+        doc = nlp("ang bata " * 1500)
+    assert_fully_annotated(doc)
+    assert max(len(sent) for sent in doc.sents) <= MAX_SENTENCE_TOKENS
