@@ -1,5 +1,6 @@
 """fillm_spacy: a LoRA-tuned decoder LLM as a spaCy encoder, with heads and a calamanCy comparison."""
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 try:
     __version__ = version("fillm_spacy")
@@ -7,10 +8,38 @@ except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0"
 
 
+class IncompatiblePipeline(RuntimeError):
+    """The pipeline was built for another spaCy version."""
+
+
+def check_spacy_version(path: Path) -> None:
+    """One clear line instead of spaCy's warning followed by an obscure failure later."""
+    import spacy
+    from spacy.util import get_model_meta, is_compatible_version
+
+    meta_file = Path(path) / "meta.json"
+    if not meta_file.exists():
+        return
+    wanted = get_model_meta(path).get("spacy_version")
+    if wanted and is_compatible_version(spacy.__version__, wanted) is False:
+        raise IncompatiblePipeline(
+            f"The pipeline at {path} needs spaCy {wanted} but spaCy {spacy.__version__} is installed: "
+            f"pip install 'spacy{wanted}' or retrain the pipeline with this spaCy."
+        )
+
+
 def load(name: str = "tl_fillm", **kwargs):
     """Load a fillm pipeline, as `calamancy.load(name)` loads a calamanCy one: the name of an
     installed pipeline package (`tl_fillm`, built by `spacy project run package`) or a path.
     Keyword arguments go to `spacy.load` (e.g. exclude=["ner"])."""
     import spacy  # imported here so that `import fillm_spacy` stays cheap
+    from spacy.util import get_package_path, is_package
 
+    if is_package(name):
+        package_path = get_package_path(name)
+        candidates = [p for p in package_path.iterdir() if (p / "config.cfg").exists()]
+        if candidates:
+            check_spacy_version(candidates[0])
+    elif Path(name).exists():
+        check_spacy_version(Path(name))
     return spacy.load(name, **kwargs)

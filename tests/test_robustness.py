@@ -111,3 +111,20 @@ def test_long_doc_without_sentence_boundaries_is_parsed_in_bounded_trees(nlp):
         doc = nlp("ang bata " * 1500)
     assert_fully_annotated(doc)
     assert max(len(sent) for sent in doc.sents) <= MAX_SENTENCE_TOKENS
+
+
+def test_pipeline_for_another_spacy_version_is_a_clear_error(saved_pipeline, tmp_path):
+    import shutil
+
+    import srsly
+
+    import fillm_spacy
+
+    copy = tmp_path / "old"
+    shutil.copytree(saved_pipeline, copy)
+    meta = srsly.read_json(copy / "meta.json")
+    meta["spacy_version"] = ">=2.0.0,<2.1.0"
+    srsly.write_json(copy / "meta.json", meta)
+    with pytest.raises(fillm_spacy.IncompatiblePipeline, match=r"needs spaCy >=2.0.0,<2.1.0 .* pip install"):
+        fillm_spacy.load(str(copy))
+    assert len(fillm_spacy.load(str(saved_pipeline))("Kumain ako.")) == 3

@@ -398,7 +398,7 @@ def llm_encoder_v1(
     lora_dropout: float = 0.05,
     target_modules: List[str] = ["q_proj", "v_proj"],
     first_layer: int = 1,
-    last_layer: int = 10,
+    last_layer: int = 4,
     attention: str = "causal",
     pooling: str = "last",
     contextualizer_width: int = 0,

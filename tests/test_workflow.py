@@ -1,0 +1,62 @@
+"""The `quick` project workflow end to end: tiny base model, tiny copies of the offline data."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+import srsly
+
+ROOT = Path(__file__).parent.parent
+DATA = Path(__file__).parent / "data"
+
+
+def make_offline_data(folder: Path) -> Path:
+    """The shared-data layout `setup` expects, filled with the small samples in tests/data."""
+    layout = {
+        "ud/newscrawl-train.conllu": "newscrawl-sample.conllu",
+        "ud/newscrawl-dev.conllu": "newscrawl-dev-sample.conllu",
+        "ner/wikiann-tl-corrected.spacy": "wikiann-sample.spacy",
+        "raw/alt-fil-wikinews.txt": "alt-sample.txt",
+        "summarization/ntrex-fil-headlines.jsonl": "ntrex-sample.jsonl",
+    }
+    for dest, source in layout.items():
+        (folder / dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DATA / source, folder / dest)
+    (folder / "README.md").write_text("test samples of the offline data\n")
+    return folder
+
+
+def test_quick_workflow_trains_evaluates_and_compares(tmp_path, tiny_gemma3_dir):
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copyfile(ROOT / "project.yml", project / "project.yml")
+    shutil.copytree(ROOT / "configs", project / "configs")
+    offline = make_offline_data(tmp_path / "shared")
+    command = [
+        sys.executable, "-m", "spacy", "project", "run", "quick", str(project),
+        "--vars.shared_data", str(offline),
+        "--vars.base_model", str(tiny_gemma3_dir),
+        "--vars.quick_steps", "6",
+        "--vars.quick_eval_frequency", "3",
+        "--vars.quick_last_layer", "3",
+        "--vars.quick_vectors_dim", "10",
+        "--vars.quick_vectors_bucket", "1000",
+        "--vars.n_resamples", "200",
+    ]
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    nlp = spacy.load(project / "training" / "quick" / "tl_fillm" / "model-best")
+    assert nlp.pipe_names == ["tok2vec", "senter", "tagger", "morphologizer", "trainable_lemmatizer", "parser", "ner"]
+    doc = nlp("Kumain ang bata ng mangga sa Maynila.")
+    assert all(t.pos_ and t.dep_ for t in doc)
+
+    compare = (project / "metrics" / "quick" / "compare.md").read_text()
+    assert "tl_fillm" in compare and "calamancy_baseline" in compare
+    for system in ("tl_fillm", "calamancy_baseline"):
+        ud = srsly.read_json(project / "metrics" / "quick" / system / "ud-newscrawl-heldout.json")
+        ner = srsly.read_json(project / "metrics" / "quick" / system / "ner-wikiann.json")
+        assert 0.0 <= ud["dep_las"] <= ud["dep_uas"] <= 1.0 and 0.0 <= ud["pos_acc"] <= 1.0
+        assert ner["ents_f"] is not None and 0.0 <= ner["ents_f"] <= 1.0
