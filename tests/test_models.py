@@ -9,7 +9,6 @@ from fillm_spacy.models.tokenizer import TOKEN_CONTROL, TOKEN_NORMAL, build_gemm
 
 @pytest.mark.parametrize("kind", ["gemma", "gemma3"])
 def test_loaded_weights_equal_the_source_weights(kind, tiny_gemma_dir, tiny_gemma3_dir):
-    from transformers import AutoModelForCausalLM
     from safetensors.torch import load_file
 
     model_dir = tiny_gemma_dir if kind == "gemma" else tiny_gemma3_dir

@@ -1,7 +1,6 @@
 """Arbitrary input through a saved tl_fillm-shaped pipeline (tiny random base model)."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import spacy
 from hypothesis import HealthCheck, given, settings
