@@ -70,6 +70,16 @@ def tiny_model_dir(request, tiny_gemma_dir, tiny_gemma3_dir) -> Path:
     return tiny_gemma_dir if request.param == "gemma" else tiny_gemma3_dir
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine thread spinning
+    makes them several times slower; restored for other modules."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def seeded():
     random.seed(0)

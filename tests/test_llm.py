@@ -21,14 +21,7 @@ from fillm_spacy.models.loading import load_base_llm
 NER_LABELS = ["PER", "ORG", "LOC"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine thread spinning
-    makes them several times slower; restored for other modules."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import spacy
 import srsly
-import torch
 from rouge_score import rouge_scorer
 
 from fillm_spacy.evaluation.rouge import UnicodeWordTokenizer, main as rouge_main, make_scorer
@@ -14,14 +13,7 @@ from fillm_spacy.models.loading import load_base_llm
 from fillm_spacy.pipeline.summarizer import centrality_scores, clean_headline, sentences
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine thread spinning
-    makes them several times slower; restored for other modules."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Sentences 2 and 3 share most words with the others; sentence 4 shares none.
