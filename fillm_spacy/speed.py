@@ -39,8 +39,3 @@ def quantize_for_inference(nlp: Language) -> List[str]:
             quantized.extend(sorted(names))
     return quantized
 
-
-def set_threads(n_threads: int) -> None:
-    """Torch intra-op threads: on a small CPU, one per core and no oversubscription."""
-    torch.set_num_threads(n_threads)
-    torch.set_num_interop_threads(1) if torch.get_num_interop_threads() != 1 else None
