@@ -3,6 +3,7 @@
     python -m fillm_spacy.bench pipe --pipeline training/tl_fillm/model-best --pipeline training/baseline/model
     python -m fillm_spacy.bench train --config configs/tl_fillm.cfg --train corpus/ud/train.spacy
     python -m fillm_spacy.bench encoder --model gemma3-270m
+    python -m fillm_spacy.bench scale --preset seallm-7b-v2.5 --device cuda --dtype bfloat16
 
 Every measurement runs in a fresh subprocess, so peak RSS is that of one pipeline alone.
 """
@@ -131,8 +132,31 @@ def in_subprocess(args: List[str]) -> Dict:
     """Run one measurement in a fresh interpreter (its own peak RSS) and parse its JSON."""
     result = subprocess.run([sys.executable, "-m", "fillm_spacy.bench", *args, "--inline"], capture_output=True, text=True)
     if result.returncode != 0:
-        return {"error": result.stderr.strip().splitlines()[-1:] or ["failed"], "args": args}
+        return {"error": result.stderr.strip().splitlines()[-5:] or ["failed"], "args": args}
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_scale(args) -> Dict:
+    """Each (training, last_layer) in its own process, so each peak memory is its own."""
+    from .scale import measure_scale, read_texts
+
+    if args.inline:
+        texts = read_texts(args.texts, args.lines)
+        return measure_scale(
+            args.preset, texts, args.tokenizer, args.device, args.dtype, args.training[0],
+            args.last_layer[0] if args.last_layer else None, args.words_per_batch, args.steps, inference=True,
+        )
+    common = ["--preset", args.preset, "--texts", args.texts, "--lines", str(args.lines), "--device", args.device,
+              "--dtype", args.dtype, "--words-per-batch", str(args.words_per_batch), "--steps", str(args.steps)]
+    if args.tokenizer:
+        common += ["--tokenizer", args.tokenizer]
+    runs = []
+    for last_layer in args.last_layer or [0]:
+        for training in args.training or ["lora", "full"]:
+            layer_args = ["--last-layer", str(last_layer)] if last_layer else []
+            runs.append(in_subprocess(["scale", "--training", training, *layer_args, *common]))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)  # progress, in case a later run dies
+    return {"runs": runs}
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -158,7 +182,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     enc.add_argument("--lines", type=int, default=60)
     enc.add_argument("--last-layer", type=int, default=6)
     enc.add_argument("--lora-r", type=int, default=16)
-    for p in (pipe, train, enc):
+    scale = sub.add_parser("scale", help="random-weight model of a given shape (SeaLLM-7B-v2.5): LoRA vs full fine-tuning and inference, on GPU")
+    scale.add_argument("--preset", default="seallm-7b-v2.5", help="seallm-7b-v2.5 or tiny")
+    scale.add_argument("--texts", default="assets/raw/alt-fil-wikinews.txt")
+    scale.add_argument("--lines", type=int, default=1000)
+    scale.add_argument("--tokenizer", default=None, help="a tokenizer.json (e.g. Gemma's); default: a small BPE trained on the texts")
+    scale.add_argument("--device", default="cuda")
+    scale.add_argument("--dtype", default="bfloat16")
+    scale.add_argument("--training", action="append", default=None, help="lora and/or full (repeat; default both)")
+    scale.add_argument("--last-layer", action="append", type=int, default=None, help="layers run (repeat; default all)")
+    scale.add_argument("--words-per-batch", type=int, default=1000)
+    scale.add_argument("--steps", type=int, default=8)
+    for p in (pipe, train, enc, scale):
         p.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -184,6 +219,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         result = measure_train(args.config, args.train, args.dev, args.steps, overrides) if args.inline else in_subprocess(
             ["train", "--config", args.config, "--train", args.train, "--dev", args.dev, "--steps", str(args.steps), *sum((["--set", s] for s in args.set), [])]
         )
+    elif args.mode == "scale":
+        result = run_scale(args)
     else:
         result = measure_encoder(args.model, args.texts, args.lines, args.last_layer, args.lora_r) if args.inline else in_subprocess(
             ["encoder", "--model", args.model, "--texts", args.texts, "--lines", str(args.lines), "--last-layer", str(args.last_layer), "--lora-r", str(args.lora_r)]

@@ -1,0 +1,57 @@
+"""fillm_spacy.scale (the SeaLLM-size GPU benchmark) on its tiny preset, on the CPU."""
+import pytest
+
+from fillm_spacy.scale import PRESETS, VocabClampedTokenizer, load_tokenizer, measure_scale
+
+from .conftest import sample_texts
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def run(training: str, last_layer=None, steps: int = 1):
+    return measure_scale(
+        "tiny", sample_texts(), None, "cpu", "float32", training, last_layer,
+        words_per_batch=40, steps=steps, inference=True,
+    )
+
+
+def test_seallm_preset_is_seallm_7b_v2_5_shape():
+    shape = PRESETS["seallm-7b-v2.5"]
+    assert (shape["hidden_size"], shape["num_hidden_layers"], shape["num_attention_heads"]) == (3072, 28, 16)
+    assert (shape["head_dim"], shape["intermediate_size"], shape["vocab_size"]) == (256, 24576, 256000)
+
+
+def test_lora_trains_a_fraction_of_what_full_fine_tuning_trains():
+    lora, full = run("lora"), run("full")
+    for result in (lora, full):
+        assert result["train_words_per_second"] > 0 and result["inference_words_per_second"] > 0
+        assert result["inference_words"] > 0
+        assert result["layers_run"] == result["of_layers"] == PRESETS["tiny"]["num_hidden_layers"]
+    # full = every base weight + the heads; LoRA = adapters + the same heads
+    assert full["trainable_parameters"] > full["model_parameters"]
+    assert lora["trainable_parameters"] < full["trainable_parameters"]
+
+
+def test_last_layer_bounds_the_layers_run():
+    assert run("lora", last_layer=2)["layers_run"] == 2
+
+
+def test_unknown_training_mode_is_refused():
+    with pytest.raises(ValueError, match="'lora' or 'full'"):
+        run("qlora")
+
+
+def test_too_little_text_for_the_steps_is_a_clear_error():
+    with pytest.raises(ValueError, match="batches of 40 words"):
+        run("lora", steps=10_000)
+
+
+def test_ids_past_the_model_vocabulary_become_unk():
+    tokenizer = load_tokenizer(None, sample_texts())
+    clamped = VocabClampedTokenizer(tokenizer, vocab_size=300)
+    ids = clamped([sample_texts()[0]], add_special_tokens=False)["input_ids"][0]
+    original = tokenizer([sample_texts()[0]], add_special_tokens=False)["input_ids"][0]
+    assert len(ids) == len(original)
+    assert all(i < 300 or i == tokenizer.unk_token_id for i in ids)
+    assert [i for i in ids if i != tokenizer.unk_token_id] == [i for i in original if i < 300]
+    assert clamped.bos_token_id == tokenizer.bos_token_id
