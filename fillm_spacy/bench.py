@@ -3,6 +3,7 @@
     python -m fillm_spacy.bench pipe --pipeline training/tl_fillm/model-best --pipeline training/baseline/model
     python -m fillm_spacy.bench train --config configs/tl_fillm.cfg --train corpus/ud/train.spacy
     python -m fillm_spacy.bench encoder --model gemma3-270m
+    python -m fillm_spacy.bench accuracy --pipeline training/tl_fillm/model-best --dev corpus/ud/dev.spacy
     python -m fillm_spacy.bench scale --preset seallm-7b-v2.5 --device cuda --dtype bfloat16
 
 Every measurement runs in a fresh subprocess, so peak RSS is that of one pipeline alone.
@@ -64,6 +65,33 @@ def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: int, 
         "load_seconds_base_model_in_memory": round(warm_load_s, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "saved_size_mb": round(directory_mb(Path(pipeline)), 2),
+    }
+
+
+ACCURACY_KEYS = ("token_acc", "pos_acc", "morph_acc", "lemma_acc", "dep_uas", "dep_las", "sents_f", "ents_f")
+
+
+def measure_accuracy(pipeline: str, dev: str, int8: bool) -> Dict:
+    """spaCy's scores on `dev` (and the time they took) with or without a speed option."""
+    import spacy
+    from spacy.training import Corpus
+
+    from .speed import quantize_for_inference
+
+    nlp = spacy.load(pipeline)
+    if int8:
+        quantize_for_inference(nlp)
+    examples = list(Corpus(dev)(nlp))
+    start = time.perf_counter()
+    scores = nlp.evaluate(examples)
+    seconds = time.perf_counter() - start
+    n_words = sum(len(eg.reference) for eg in examples)
+    return {
+        "pipeline": pipeline,
+        "int8": int8,
+        "words": n_words,
+        "words_per_second": round(n_words / seconds, 1),
+        **{key: round(100 * scores[key], 2) for key in ACCURACY_KEYS if scores.get(key) is not None},
     }
 
 
@@ -182,6 +210,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     enc.add_argument("--lines", type=int, default=60)
     enc.add_argument("--last-layer", type=int, default=6)
     enc.add_argument("--lora-r", type=int, default=16)
+    acc = sub.add_parser("accuracy", help="accuracy cost of the speed options (int8) on a dev set")
+    acc.add_argument("--pipeline", required=True)
+    acc.add_argument("--dev", default="corpus/ud/dev.spacy")
+    acc.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)
     scale = sub.add_parser("scale", help="random-weight model of a given shape (SeaLLM-7B-v2.5): LoRA vs full fine-tuning and inference, on GPU")
     scale.add_argument("--preset", default="seallm-7b-v2.5", help="seallm-7b-v2.5 or tiny")
     scale.add_argument("--texts", default="assets/raw/alt-fil-wikinews.txt")
@@ -193,7 +225,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     scale.add_argument("--last-layer", action="append", type=int, default=None, help="layers run (repeat; default all)")
     scale.add_argument("--words-per-batch", type=int, default=1000)
     scale.add_argument("--steps", type=int, default=8)
-    for p in (pipe, train, enc, scale):
+    for p in (pipe, train, enc, acc, scale):
         p.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -219,6 +251,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         result = measure_train(args.config, args.train, args.dev, args.steps, overrides) if args.inline else in_subprocess(
             ["train", "--config", args.config, "--train", args.train, "--dev", args.dev, "--steps", str(args.steps), *sum((["--set", s] for s in args.set), [])]
         )
+    elif args.mode == "accuracy":
+        if args.inline:
+            result = measure_accuracy(args.pipeline, args.dev, args.int8)
+        else:
+            common = ["accuracy", "--pipeline", args.pipeline, "--dev", args.dev]
+            runs = [in_subprocess(common), in_subprocess([*common, "--int8"])]
+            result = {"runs": runs}
+            if all("dep_las" in r for r in runs):
+                result["int8_minus_float"] = {k: round(runs[1][k] - runs[0][k], 2) for k in ACCURACY_KEYS if k in runs[0] and k in runs[1]}
     elif args.mode == "scale":
         result = run_scale(args)
     else:

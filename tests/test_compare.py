@@ -356,3 +356,33 @@ def test_evaluate_and_report_end_to_end(tmp_path):
     assert rows["ents_f"]["t_test"]["n_items"] == 12
     assert "| NER F (`ents_f`) | 100.00 | 0.00 |" in output.read_text()
     assert json.loads((tmp_path / "compare.json").read_text())[0]["test_set"] == "ner-toy"
+
+    # A generative run over docs 1:4 (saved predictions: Juan found, Maria missed, one spurious
+    # entity) is paired with both pipelines on the same three docs, on its task's metrics only.
+    predicted = []
+    for text in texts[1:4]:
+        doc = nlp.make_doc(text)
+        doc.ents = [Span(doc, t.i, t.i + 1, label="PER") for t in doc if t.text in ("Juan", "dito")]
+        predicted.append(doc)
+    DocBin(docs=predicted).to_disk(tmp_path / "gen.spacy")
+    gen_json = tmp_path / "gen.json"
+    gen_json.write_text(json.dumps({"task": "ner", "test": str(test_dir / "ner-toy.spacy"), "range": "1:4",
+                                    "limit": None, "predictions": str(tmp_path / "gen.spacy")}))
+    results = report(("ruler", str(ruler_dir)), [("blank", str(blank_dir))], test_dir, metrics, output,
+                     generative=[("llm", str(gen_json))], n_resamples=300, seed=0)
+    generative = [r for r in results if r["system"] == "llm"]
+    assert [(r["test_set"], r["baseline"], r["n_docs"]) for r in generative] == [
+        ("ner-toy docs 1:4, generative", "ruler", 3), ("ner-toy docs 1:4, generative", "blank", 3)]
+    gen_rows = {row["metric"]: row["bootstrap"] for row in generative[0]["rows"]}
+    assert set(gen_rows) == {"ents_p", "ents_r", "ents_f"}
+    # docs 1:4 hold Maria | (none) | Juan, Maynila: 3 gold entities; predicted Juan (right) and dito
+    assert gen_rows["ents_p"]["score_a"] == pytest.approx(1 / 2)
+    assert gen_rows["ents_r"]["score_a"] == pytest.approx(1 / 3)
+    assert gen_rows["ents_f"]["score_b"] == pytest.approx(1.0)  # the ruler on the same docs
+    assert "ner-toy docs 1:4, generative: llm vs ruler (3 docs)" in output.read_text()
+
+    gen_json.write_text(json.dumps({"task": "ner", "test": str(test_dir / "ner-toy.spacy"), "range": "0:5",
+                                    "limit": None, "predictions": str(tmp_path / "gen.spacy")}))
+    with pytest.raises(ValueError, match="3 predicted docs for 5 test docs"):
+        report(("ruler", str(ruler_dir)), [("blank", str(blank_dir))], test_dir, metrics, output,
+               generative=[("llm", str(gen_json))], n_resamples=300, seed=0)

@@ -392,8 +392,11 @@ def test_finetune_ner_and_evaluate(tiny_gemma_dir, tmp_path):
     result = finetune_main([
         "evaluate", "--adapter", str(adapter_dir), "--test", str(data), "--limit", "2", "--max-new-tokens", "8",
         "--output", str(tmp_path / "ner.json"), "--save-responses", str(tmp_path / "responses.jsonl"),
+        "--predictions", str(tmp_path / "predicted.spacy"),
     ])
     assert {"ents_p", "ents_r", "ents_f"} <= set(result) and result["n_docs"] == 2
+    predicted = list(DocBin().from_disk(tmp_path / "predicted.spacy").get_docs(spacy.blank("tl").vocab))
+    assert [d.text.strip() for d in predicted] == ["Si Jose Rizal ay taga Calamba .", "Nagpulong ang Senado sa Maynila ."]
     rows = list(srsly.read_jsonl(tmp_path / "responses.jsonl"))
     assert [r["text"].strip() for r in rows] == ["Si Jose Rizal ay taga Calamba .", "Nagpulong ang Senado sa Maynila ."]
     assert all(len(r["responses"]) == 1 for r in rows)

@@ -447,13 +447,17 @@ def compare_test_set(
     n_resamples: int,
     seed: int,
     confidence: float,
+    metrics: Sequence[str] = (),
 ) -> Dict:
-    """All metrics of one test set for one (system, baseline) pair, as a JSON-able dict."""
+    """All metrics (or the named ones) of one test set for one (system, baseline) pair, as a
+    JSON-able dict."""
     (sys_name, sys_docs), (base_name, base_docs) = system, baseline
     if len(sys_docs) != len(base_docs):
         raise ValueError(f"{test_name}: {len(sys_docs)} vs {len(base_docs)} docs")
     rows, warnings = [], []
     for metric in METRICS:
+        if metrics and metric.key not in metrics:
+            continue
         mask = [a[metric.counter] is not None and b[metric.counter] is not None for a, b in zip(sys_docs, base_docs)]
         counts_a = counts_array(sys_docs, metric.counter, mask)
         counts_b = counts_array(base_docs, metric.counter, mask)
@@ -541,6 +545,35 @@ def render_markdown(results: List[Dict], *, n_resamples: int, seed: int, confide
     return "\n".join(lines).rstrip() + "\n"
 
 
+# The metric each generative task is scored on (fillm_spacy.llm.finetune evaluate).
+GENERATIVE_METRICS = {"pos": ("pos_acc",), "ner": ("ents_p", "ents_r", "ents_f")}
+
+
+def load_generative(result_file: Path) -> Dict:
+    """A generative evaluation (`fillm_spacy.llm.finetune evaluate --output --predictions`): its
+    result JSON, the indices of the test docs it covered, and per-doc counts of its predictions."""
+    import spacy
+    from spacy.tokens import DocBin
+    from spacy.training import Example
+
+    from ..llm.finetune import parse_range, read_docs, select
+
+    result = json.loads(Path(result_file).read_text())
+    if not result.get("predictions"):
+        raise ValueError(f"{result_file} has no predictions: run `finetune evaluate` with --predictions")
+    test = Path(result["test"])
+    if test.suffix != ".spacy":
+        raise ValueError(f"{result_file}: compare needs the generative run on a .spacy test file, got {test}")
+    lang = result.get("lang", "tl")
+    references = read_docs(test, lang)
+    indices = select(list(range(len(references))), parse_range(result.get("range")), result.get("limit"))
+    predicted = list(DocBin().from_disk(result["predictions"]).get_docs(spacy.blank(lang).vocab))
+    if len(predicted) != len(indices):
+        raise ValueError(f"{result_file}: {len(predicted)} predicted docs for {len(indices)} test docs")
+    counts = [doc_counts(Example(pred, references[i])) for pred, i in zip(predicted, indices)]
+    return {"result": result, "test": test, "indices": indices, "counts": counts}
+
+
 def report(
     system: Tuple[str, str],
     baselines: Sequence[Tuple[str, str]],
@@ -549,15 +582,21 @@ def report(
     output: Path,
     json_output: Optional[Path] = None,
     *,
+    generative: Sequence[Tuple[str, str]] = (),
     n_resamples: int = 10000,
     seed: int = 0,
     confidence: float = 0.95,
     gpu_id: int = -1,
 ) -> List[Dict]:
+    """The table of `system` vs each baseline on every test set in test_dir; then each
+    generative evaluation (NAME=result.json) vs the same pipelines on the docs it covered."""
     test_paths = sorted(test_dir.glob("*.spacy"))
     if not test_paths:
         raise FileNotFoundError(f"no .spacy test sets in {test_dir}")
-    counts = {name: collect_counts(model, test_paths, gpu_id) for name, model in [system, *baselines]}
+    generated = {name: load_generative(Path(path)) for name, path in generative}
+    # A generative run may be on a file outside test_dir (e.g. the dev split): score that too.
+    extra_paths = sorted({g["test"] for g in generated.values()} - set(test_paths), key=str)
+    counts = {name: collect_counts(model, [*test_paths, *extra_paths], gpu_id) for name, model in [system, *baselines]}
     results = []
     for path in test_paths:
         spacy_scores = {}
@@ -568,6 +607,16 @@ def report(
             results.append(compare_test_set(
                 path.stem, (system[0], counts[system[0]][path.stem]), (base_name, counts[base_name][path.stem]),
                 spacy_scores, n_resamples=n_resamples, seed=seed, confidence=confidence,
+            ))
+    for gen_name, gen in generated.items():
+        task = gen["result"]["task"]
+        span = gen["result"].get("range") or "all"
+        test_name = f"{gen['test'].stem} docs {span}" + (f" (first {gen['result']['limit']})" if gen["result"].get("limit") else "")
+        for name, _ in [system, *baselines]:
+            pipeline_counts = counts[name][gen["test"].stem]
+            results.append(compare_test_set(
+                f"{test_name}, generative", (gen_name, gen["counts"]), (name, [pipeline_counts[i] for i in gen["indices"]]),
+                {}, n_resamples=n_resamples, seed=seed, confidence=confidence, metrics=GENERATIVE_METRICS[task],
             ))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_markdown(results, n_resamples=n_resamples, seed=seed, confidence=confidence))
@@ -623,23 +672,29 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     rep.add_argument("--metrics-dir", type=Path, required=True, help="where `evaluate` wrote its JSON")
     rep.add_argument("--output", type=Path, required=True)
     rep.add_argument("--json-output", type=Path, default=None)
+    rep.add_argument("--generative", type=_named, action="append", default=[],
+                     help="NAME=RESULT.json of `fillm_spacy.llm.finetune evaluate --predictions`, repeatable")
+    rep.add_argument("--generative-dir", type=Path, default=None,
+                     help="every NAME.json with predictions here joins as --generative NAME=... (absent: none)")
     rep.add_argument("--n-resamples", type=int, default=10000)
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--confidence", type=float, default=0.95)
     rep.add_argument("--gpu-id", type=int, default=-1)
 
     args = parser.parse_args(argv)
+    if args.command == "report" and args.generative_dir is not None and args.generative_dir.is_dir():
+        args.generative += [(path.stem, str(path)) for path in sorted(args.generative_dir.glob("*.json"))]
     if args.command == "evaluate":
         names = [name for name, _ in args.pipeline]
         if len(set(names)) != len(names):
             parser.error(f"duplicate pipeline names: {names}")
         evaluate(args.pipeline, args.test_dir, args.output_dir, args.gpu_id)
     else:
-        names = [args.system[0]] + [name for name, _ in args.baseline]
+        names = [args.system[0]] + [name for name, _ in args.baseline] + [name for name, _ in args.generative]
         if len(set(names)) != len(names):
             parser.error(f"duplicate system names: {names}")
         report(args.system, args.baseline, args.test_dir, args.metrics_dir, args.output, args.json_output,
-               n_resamples=args.n_resamples, seed=args.seed, confidence=args.confidence, gpu_id=args.gpu_id)
+               generative=args.generative, n_resamples=args.n_resamples, seed=args.seed, confidence=args.confidence, gpu_id=args.gpu_id)
 
 
 if __name__ == "__main__":

@@ -422,6 +422,10 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         "base": base,
         "adapter": str(args.adapter) if args.adapter else None,
         "test": str(args.test),
+        "lang": args.lang,
+        "range": args.range,
+        "limit": args.limit,
+        "predictions": str(args.predictions) if args.predictions else None,
         "n_docs": len(examples),
         "n_tokens": sum(len(eg.reference) for eg in examples),
         **{key: scores.get(key) for key in keys},
@@ -438,6 +442,13 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    if args.predictions:
+        from spacy.tokens import DocBin
+
+        # The predicted docs, in test order: `compare report --generative` pairs them with the
+        # head-based pipelines' predictions on the same docs for its significance tests.
+        Path(args.predictions).parent.mkdir(parents=True, exist_ok=True)
+        DocBin(docs=[eg.predicted for eg in examples], store_user_data=False).to_disk(args.predictions)
     if args.save_responses:
         import srsly
 
@@ -493,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--range", help="START:END slice of the test docs")
     ev.add_argument("--limit", type=int)
     ev.add_argument("--output", help="JSON file to write, e.g. metrics/llm_pos.json")
+    ev.add_argument("--predictions", help=".spacy DocBin for the predicted docs (for compare report --generative)")
     ev.add_argument("--save-responses", help="JSONL file for each doc's text and raw model responses")
     ev.add_argument("--shots", help="gold file (.spacy/.conllu) to take few-shot examples from (replacing the defaults)")
     ev.add_argument("--shots-range", help="START:END slice of --shots (keep it apart from the test docs)")
