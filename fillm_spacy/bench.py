@@ -103,7 +103,8 @@ def measure_train(config: str, train: str, dev: str, steps: int, overrides: Dict
 
     cfg = spacy.util.load_config(config, overrides={"paths.train": train, "paths.dev": dev, **overrides}, interpolate=False)
     nlp = init_nlp(cfg)
-    optimizer = nlp.create_optimizer()
+    # The optimizer as `spacy train` builds it (its schedules refer to other settings).
+    optimizer = spacy.util.registry.resolve({"optimizer": nlp.config.interpolate()["training"]["optimizer"]})["optimizer"]
     examples = list(Corpus(train)(nlp))
     batches = spacy.util.minibatch(examples * 10, size=8)
     n_words = 0

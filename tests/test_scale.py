@@ -55,3 +55,26 @@ def test_ids_past_the_model_vocabulary_become_unk():
     assert all(i < 300 or i == tokenizer.unk_token_id for i in ids)
     assert [i for i in ids if i != tokenizer.unk_token_id] == [i for i in original if i < 300]
     assert clamped.bos_token_id == tokenizer.bos_token_id
+
+
+def test_bench_train_times_spacy_updates_of_the_real_config(tiny_gemma3_dir, tmp_path):
+    """`bench train` builds the optimizer as `spacy train` does (its schedule refers to
+    training.max_steps) and reports seconds per 1,000 words."""
+    from spacy.tokens import DocBin
+
+    from fillm_spacy.bench import measure_train
+
+    from .conftest import DATA, sample_docs
+
+    DocBin(docs=sample_docs(20)).to_disk(tmp_path / "train.spacy")
+    overrides = {
+        "components.tok2vec.model.model_name": str(tiny_gemma3_dir),
+        "components.tok2vec.model.last_layer": 3,
+        "paths.ner_train": str(DATA / "wikiann-sample.spacy"),
+        "paths.ner_dev": str(DATA / "wikiann-sample.spacy"),
+    }
+    train = str(tmp_path / "train.spacy")
+    config = str(DATA.parent.parent / "configs" / "tl_fillm.cfg")
+    result = measure_train(config, train, train, steps=2, overrides=overrides)
+    assert result["steps"] == 2 and result["words"] > 0
+    assert result["seconds_per_1000_words"] > 0 and result["peak_rss_mb"] > 0

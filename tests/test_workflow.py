@@ -32,6 +32,7 @@ def test_quick_workflow_trains_evaluates_and_compares(tmp_path, tiny_gemma3_dir)
     project.mkdir()
     shutil.copyfile(ROOT / "project.yml", project / "project.yml")
     shutil.copytree(ROOT / "configs", project / "configs")
+    shutil.copytree(ROOT / "data", project / "data")
     offline = make_offline_data(tmp_path / "shared")
     command = [
         sys.executable, "-m", "spacy", "project", "run", "quick", str(project),
@@ -59,3 +60,5 @@ def test_quick_workflow_trains_evaluates_and_compares(tmp_path, tiny_gemma3_dir)
         ner = srsly.read_json(project / "metrics" / "quick" / system / "ner-wikiann.json")
         assert 0.0 <= ud["dep_las"] <= ud["dep_uas"] <= 1.0 and 0.0 <= ud["pos_acc"] <= 1.0
         assert ner["ents_f"] is not None and 0.0 <= ner["ents_f"] <= 1.0
+        running = srsly.read_json(project / "metrics" / "quick" / system / "ner-running-text.json")
+        assert running["ents_f"] is not None and 0.0 <= running["ents_f"] <= 1.0
