@@ -167,10 +167,10 @@ def in_subprocess(args: List[str]) -> Dict:
 
 def run_scale(args) -> Dict:
     """Each (training, last_layer) in its own process, so each peak memory is its own."""
-    from .scale import measure_scale, read_texts
+    from .scale import measure_scale
 
     if args.inline:
-        texts = read_texts(args.texts, args.lines)
+        texts = read_lines(Path(args.texts), args.lines)
         return measure_scale(
             args.preset, texts, args.tokenizer, args.device, args.dtype, args.training[0],
             args.last_layer[0] if args.last_layer else None, args.words_per_batch, args.steps, inference=True,
@@ -259,7 +259,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             common = ["accuracy", "--pipeline", args.pipeline, "--dev", args.dev]
             runs = [in_subprocess(common), in_subprocess([*common, "--int8"])]
             result = {"runs": runs}
-            if all("dep_las" in r for r in runs):
+            if all("error" not in r for r in runs):
                 result["int8_minus_float"] = {k: round(runs[1][k] - runs[0][k], 2) for k in ACCURACY_KEYS if k in runs[0] and k in runs[1]}
     elif args.mode == "scale":
         result = run_scale(args)

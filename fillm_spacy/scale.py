@@ -8,7 +8,6 @@ pieces conversion and the MST decoder) with torch's AdamW, so LoRA and full fine
 only in which parameters train. Used by `python -m fillm_spacy.bench scale`.
 """
 import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
@@ -121,7 +120,6 @@ def measure_scale(
     from .layers.biaffine import MAX_SENTENCE_TOKENS, BiaffineDependencyModel
     from .layers.llm_encoder import LLMEncoderModule, _docs_to_batch
     from .models.adapters import add_lora_adapter
-    from .pipeline.mst import decode_tree
 
     on_gpu = device.startswith("cuda")
     nlp = spacy.blank("tl")
@@ -141,9 +139,9 @@ def measure_scale(
     encoder.mix.to(device), encoder.projection.to(device)
     parser = BiaffineDependencyModel(256, N_LABELS, 500, 100, 0.33).to(device)
     convert = _docs_to_batch(llm, window=256, stride=192, causal=True, pooling="last")
-    trainable = [p for _, p in encoder.trainable_named_parameters() if p.requires_grad] + list(parser.parameters())
-    if training == "full":
-        trainable = [p for p in encoder.parameters() if p.requires_grad] + list(parser.parameters())
+    # Full fine-tuning trains the base weights too; LoRA only the adapter and the encoder's own modules.
+    encoder_params = encoder.parameters() if training == "full" else (p for _, p in encoder.trainable_named_parameters())
+    trainable = [p for p in encoder_params if p.requires_grad] + list(parser.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=on_gpu)
     generator = torch.Generator().manual_seed(0)
 
@@ -199,14 +197,14 @@ def measure_scale(
         result["train_peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     del optimizer
     if inference and "train_error" not in result:
-        result.update(measure_inference(encoder, parser, convert, docs, autocast, sync, decode_tree, on_gpu))
+        result.update(measure_inference(encoder, parser, convert, docs, autocast, sync, on_gpu))
     return result
 
 
-def measure_inference(encoder, parser, convert, docs, autocast, sync, decode_tree, on_gpu) -> Dict[str, object]:
+def measure_inference(encoder, parser, convert, docs, autocast, sync, on_gpu) -> Dict[str, object]:
     """Words/s of encoder + parser scoring + MST decoding (on the CPU) over all docs."""
-    for p in list(encoder.parameters()) + list(parser.parameters()):
-        p.grad = None
+    from .pipeline.mst import decode_tree
+
     encoder.eval(), parser.eval()
     if on_gpu:
         torch.cuda.empty_cache()
@@ -227,10 +225,3 @@ def measure_inference(encoder, parser, convert, docs, autocast, sync, decode_tre
     if on_gpu:
         out["inference_peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out
-
-
-def read_texts(path: str, n_lines: int) -> List[str]:
-    with Path(path).open(encoding="utf8") as stream:
-        lines = [line.strip() for line, _ in zip(stream, range(n_lines))]
-    return [line for line in lines if line]
-
