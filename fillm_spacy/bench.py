@@ -34,8 +34,11 @@ def read_lines(path: Path, n_lines: int) -> List[str]:
     return [line for line in lines if line]
 
 
-def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: int, n_process: int, int8: bool) -> Dict:
-    """Words per second of nlp.pipe, load time and peak RSS, in this process."""
+def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optional[int], n_process: int, int8: bool) -> Dict:
+    """Words per second of nlp.pipe, load time and peak RSS, in this process.
+
+    batch_size None: the pipeline's own `nlp.batch_size` (what `nlp.pipe` uses by default).
+    """
     import spacy
 
     from .speed import quantize_for_inference
@@ -49,6 +52,7 @@ def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: int, 
     warm_load_s = time.perf_counter() - start
     if int8:
         quantize_for_inference(nlp)
+    batch_size = batch_size or nlp.batch_size
     list(nlp.pipe(texts[:8], batch_size=batch_size))  # first-call costs (allocations) out of the timing
     start = time.perf_counter()
     n_words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size, n_process=n_process))
@@ -57,6 +61,7 @@ def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: int, 
         "pipeline": pipeline,
         "int8": int8,
         "n_process": n_process,
+        "batch_size": batch_size,
         "texts": len(texts),
         "words": n_words,
         "seconds": round(seconds, 2),
@@ -195,7 +200,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     pipe.add_argument("--pipeline", action="append", required=True, help="pipeline dir (repeat; the first is tl_fillm)")
     pipe.add_argument("--texts", default="assets/raw/alt-fil-wikinews.txt")
     pipe.add_argument("--lines", type=int, default=500)
-    pipe.add_argument("--batch-size", type=int, default=32)
+    pipe.add_argument("--batch-size", type=int, default=None, help="default: each pipeline's own nlp.batch_size")
     pipe.add_argument("--n-process", type=int, default=1)
     pipe.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization of the LLM")
     pipe.add_argument("--cold-cache", action="store_true", help="also time a load with an empty model cache")
@@ -204,6 +209,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     train.add_argument("--train", default="corpus/ud/train.spacy")
     train.add_argument("--dev", default="corpus/ud/dev.spacy")
     train.add_argument("--steps", type=int, default=20)
+    train.add_argument("--vectors", default="vectors/floret-tl", help="paths.vectors (the config's static vectors); '' for none")
     train.add_argument("--set", action="append", default=[], help="config override key=value (repeat)")
     enc = sub.add_parser("encoder", help="encoder pieces/s, forward and LoRA training")
     enc.add_argument("--model", default="gemma3-270m")
@@ -234,7 +240,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         if args.inline:
             result = measure_pipe(args.pipeline[0], args.texts, args.lines, args.batch_size, args.n_process, args.int8)
         else:
-            common = ["--texts", args.texts, "--lines", str(args.lines), "--batch-size", str(args.batch_size), "--n-process", str(args.n_process)]
+            common = ["--texts", args.texts, "--lines", str(args.lines), "--n-process", str(args.n_process)]
+            if args.batch_size:
+                common += ["--batch-size", str(args.batch_size)]
             runs = [in_subprocess(["pipe", "--pipeline", p, *common]) for p in args.pipeline]
             if args.int8:
                 runs.append(in_subprocess(["pipe", "--pipeline", args.pipeline[0], "--int8", *common]))
@@ -248,9 +256,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                     subprocess.run([sys.executable, "-c", f"import spacy; spacy.load({args.pipeline[0]!r})"], env=env, check=True, capture_output=True)
                     result["load_seconds_cold_cache"] = round(time.perf_counter() - start, 1)
     elif args.mode == "train":
-        overrides = dict(item.split("=", 1) for item in args.set)
+        overrides = {"paths.vectors": args.vectors or None, **dict(item.split("=", 1) for item in args.set)}
         result = measure_train(args.config, args.train, args.dev, args.steps, overrides) if args.inline else in_subprocess(
-            ["train", "--config", args.config, "--train", args.train, "--dev", args.dev, "--steps", str(args.steps), *sum((["--set", s] for s in args.set), [])]
+            ["train", "--config", args.config, "--train", args.train, "--dev", args.dev, "--steps", str(args.steps),
+             "--vectors", args.vectors, *sum((["--set", s] for s in args.set), [])]
         )
     elif args.mode == "accuracy":
         if args.inline:

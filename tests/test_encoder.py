@@ -126,6 +126,19 @@ def test_bad_arguments_are_clear(tiny_gemma3_dir):
         make_encoder(tiny_gemma3_dir, pooling="max")
     with pytest.raises(ValueError, match="attention"):
         make_encoder(tiny_gemma3_dir, attention="sideways")
+    with pytest.raises(ValueError, match="contextualizer_depth"):
+        make_encoder(tiny_gemma3_dir, contextualizer_width=16, contextualizer_depth=0)
+
+
+def test_stacked_bilstm_contextualizer_sees_right_context(tiny_gemma3_dir, nlp):
+    model = make_encoder(tiny_gemma3_dir, contextualizer_width=16, contextualizer_depth=2, contextualizer_dropout=0.33)
+    lstm = encoder_module(model).contextualizer
+    assert lstm.num_layers == 2 and lstm.bidirectional and lstm.dropout == pytest.approx(0.33)
+    a, b = nlp("Kumain ang bata ng mangga"), nlp("Kumain ang bata ng saging")
+    out_a, out_b = model.predict([a])[0], model.predict([b])[0]
+    assert out_a.shape == (5, WIDTH)
+    # causal attention alone hides the last word from the first token; the BiLSTM does not
+    assert not np.allclose(out_a[0], out_b[0], atol=1e-6)
 
 
 TAGGER_CONFIG = """

@@ -20,6 +20,7 @@ def saved_pipeline(tiny_gemma3_dir, tmp_path_factory) -> Path:
         "components.tok2vec.model.last_layer": 3,
         "components.tok2vec.model.width": 32,
         "components.tok2vec.model.contextualizer_width": 32,
+        "components.tok2vec.model.features.embed.include_static_vectors": False,  # no vectors here
         "components.tok2vec.model.window": 64,
         "components.tok2vec.model.stride": 48,
         "components.parser.model.arc_mlp_width": 32,
@@ -127,3 +128,15 @@ def test_pipeline_for_another_spacy_version_is_a_clear_error(saved_pipeline, tmp
     with pytest.raises(fillm_spacy.IncompatiblePipeline, match=r"needs spaCy >=2.0.0,<2.1.0 .* pip install"):
         fillm_spacy.load(str(copy))
     assert len(fillm_spacy.load(str(saved_pipeline))("Kumain ako.")) == 3
+
+
+def test_bench_pipe_uses_the_pipelines_own_batch_size(saved_pipeline, tmp_path):
+    from fillm_spacy.bench import measure_pipe
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Kumain ang bata ng mangga.\n\nUmuulan sa Maynila kahapon.\n", encoding="utf8")
+    result = measure_pipe(str(saved_pipeline), str(texts), 10, None, 1, False)
+    assert result["batch_size"] == spacy.load(saved_pipeline).batch_size == 256  # configs/tl_fillm.cfg
+    assert result["texts"] == 2 and result["words"] == 11  # 6 + 5 tokens
+    assert result["words_per_second"] > 0 and result["peak_rss_mb"] > 0
+    assert measure_pipe(str(saved_pipeline), str(texts), 1, 4, 1, False)["batch_size"] == 4

@@ -40,7 +40,6 @@ def test_quick_workflow_trains_evaluates_and_compares(tmp_path, tiny_gemma3_dir)
         "--vars.base_model", str(tiny_gemma3_dir),
         "--vars.quick_steps", "6",
         "--vars.quick_eval_frequency", "3",
-        "--vars.quick_last_layer", "3",
         "--vars.quick_vectors_dim", "10",
         "--vars.quick_vectors_bucket", "1000",
         "--vars.n_resamples", "200",

@@ -64,6 +64,8 @@ class LLMEncoderModule(torch.nn.Module):
         contextualizer_width: int,
         width: int,
         max_batch_pieces: int,
+        contextualizer_depth: int = 1,
+        contextualizer_dropout: float = 0.0,
     ):
         super().__init__()
         self.llm = llm
@@ -77,7 +79,12 @@ class LLMEncoderModule(torch.nn.Module):
         if contextualizer_width > 0:
             # A decoder LLM is causal: the BiLSTM gives each token its right context too.
             self.contextualizer = torch.nn.LSTM(
-                hidden, contextualizer_width // 2, batch_first=True, bidirectional=True
+                hidden,
+                contextualizer_width // 2,
+                num_layers=contextualizer_depth,
+                dropout=contextualizer_dropout if contextualizer_depth > 1 else 0.0,
+                batch_first=True,
+                bidirectional=True,
             )
             features = 2 * (contextualizer_width // 2)
         else:
@@ -281,6 +288,8 @@ def build_llm_encoder(
     window: int,
     stride: int,
     max_batch_pieces: int,
+    contextualizer_depth: int = 1,
+    contextualizer_dropout: float = 0.0,
 ) -> Model[List[Doc], List[Floats2d]]:
     """The thinc model wrapping `LLMEncoderModule` (validated arguments, see the registry)."""
     n_layers = llm.config.num_hidden_layers
@@ -288,6 +297,11 @@ def build_llm_encoder(
         raise ValueError(
             f"Need 0 <= first_layer <= last_layer <= {n_layers} (the base model's layers), "
             f"got first_layer={first_layer}, last_layer={last_layer}"
+        )
+    if contextualizer_depth < 1 or not 0.0 <= contextualizer_dropout < 1.0:
+        raise ValueError(
+            f"Need contextualizer_depth >= 1 and 0 <= contextualizer_dropout < 1, "
+            f"got {contextualizer_depth} and {contextualizer_dropout}"
         )
     if pooling not in POOLING:
         raise ValueError(f"pooling must be one of {POOLING}, got {pooling!r}")
@@ -301,7 +315,16 @@ def build_llm_encoder(
         adapter_name = new_adapter_name("encoder")
         add_lora_adapter(llm, adapter_name, r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=list(target_modules))
     module = LLMEncoderModule(
-        llm, adapter_name, first_layer, last_layer, attention, contextualizer_width, width, max_batch_pieces
+        llm,
+        adapter_name,
+        first_layer,
+        last_layer,
+        attention,
+        contextualizer_width,
+        width,
+        max_batch_pieces,
+        contextualizer_depth=contextualizer_depth,
+        contextualizer_dropout=contextualizer_dropout,
     )
     return Model(
         "llm_encoder",
@@ -402,6 +425,8 @@ def llm_encoder_v1(
     attention: str = "causal",
     pooling: str = "last",
     contextualizer_width: int = 0,
+    contextualizer_depth: int = 1,
+    contextualizer_dropout: float = 0.0,
     window: int = 256,
     stride: int = 192,
     max_batch_pieces: int = 4096,
@@ -420,6 +445,8 @@ def llm_encoder_v1(
     pooling: how a token's pieces become one vector: "first", "mean" or "last" (for a causal
         model the last piece has seen the whole word).
     contextualizer_width: width of a BiLSTM over token vectors (0 = none): right context for a causal LLM.
+    contextualizer_depth, contextualizer_dropout: BiLSTM layers, and dropout between them
+        (Dozat & Manning 2017 use 3 layers and 0.33).
     window, stride: documents longer than `window` pieces run in overlapping windows `stride` apart.
     max_batch_pieces: padded pieces per forward pass (memory bound).
     dtype: torch dtype of the base weights ("float32" on CPU; "bfloat16" for 7B models on GPU).
@@ -443,6 +470,8 @@ def llm_encoder_v1(
         attention=attention,
         pooling=pooling,
         contextualizer_width=contextualizer_width,
+        contextualizer_depth=contextualizer_depth,
+        contextualizer_dropout=contextualizer_dropout,
         window=window,
         stride=stride,
         max_batch_pieces=max_batch_pieces,
