@@ -128,6 +128,8 @@ def test_bad_arguments_are_clear(tiny_gemma3_dir):
         make_encoder(tiny_gemma3_dir, attention="sideways")
     with pytest.raises(ValueError, match="contextualizer_depth"):
         make_encoder(tiny_gemma3_dir, contextualizer_width=16, contextualizer_depth=0)
+    with pytest.raises(ValueError, match="contextualizer_dropout"):
+        make_encoder(tiny_gemma3_dir, contextualizer_width=16, contextualizer_depth=2, contextualizer_dropout=1.0)
 
 
 def test_stacked_bilstm_contextualizer_sees_right_context(tiny_gemma3_dir, nlp):

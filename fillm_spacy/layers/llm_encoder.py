@@ -288,8 +288,8 @@ def build_llm_encoder(
     window: int,
     stride: int,
     max_batch_pieces: int,
-    contextualizer_depth: int = 1,
-    contextualizer_dropout: float = 0.0,
+    contextualizer_depth: int,
+    contextualizer_dropout: float,
 ) -> Model[List[Doc], List[Floats2d]]:
     """The thinc model wrapping `LLMEncoderModule` (validated arguments, see the registry)."""
     n_layers = llm.config.num_hidden_layers
