@@ -1,4 +1,4 @@
-"""fillm_spacy.data and fillm_spacy.vectors (set-up, splits, conversion), load(), and the
+"""fillm_spacy.workflow.data and .vectors (set-up, splits, conversion), load(), and the
 project.yml that drives them."""
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import spacy
 from spacy.tokens import DocBin, Span
 
 import fillm_spacy
-from fillm_spacy.data import (
+from fillm_spacy.workflow.data import (
     conllu_sentences,
     convert_tests,
     convert_ud,
@@ -18,7 +18,7 @@ from fillm_spacy.data import (
     split_indices,
     split_ner,
 )
-from fillm_spacy.vectors import tokenize_lines, train_floret_vectors
+from fillm_spacy.workflow.vectors import tokenize_lines, train_floret_vectors
 
 from .conftest import SAMPLE_CONLLU, sample_texts
 

@@ -131,7 +131,7 @@ def test_pipeline_for_another_spacy_version_is_a_clear_error(saved_pipeline, tmp
 
 
 def test_bench_pipe_uses_the_pipelines_own_batch_size(saved_pipeline, tmp_path):
-    from fillm_spacy.bench import measure_pipe
+    from fillm_spacy.bench.measure import measure_pipe
 
     texts = tmp_path / "texts.txt"
     texts.write_text("Kumain ang bata ng mangga.\n\nUmuulan sa Maynila kahapon.\n", encoding="utf8")

@@ -1,7 +1,7 @@
-"""fillm_spacy.scale (the SeaLLM-size GPU benchmark) on its tiny preset, on the CPU."""
+"""fillm_spacy.bench.scale (the SeaLLM-size GPU benchmark) on its tiny preset, on the CPU."""
 import pytest
 
-from fillm_spacy.scale import PRESETS, VocabClampedTokenizer, load_tokenizer, measure_scale
+from fillm_spacy.bench.scale import PRESETS, VocabClampedTokenizer, load_tokenizer, measure_scale
 
 from .conftest import sample_texts
 
@@ -62,7 +62,7 @@ def test_bench_train_times_spacy_updates_of_the_real_config(tiny_gemma3_dir, tmp
     training.max_steps) and reports seconds per 1,000 words."""
     from spacy.tokens import DocBin
 
-    from fillm_spacy.bench import measure_train
+    from fillm_spacy.bench.measure import measure_train
 
     from .conftest import DATA, sample_docs
 

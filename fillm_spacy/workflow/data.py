@@ -3,10 +3,10 @@
 Every command takes its paths as arguments, so project.yml variables decide which files are
 used; nothing here knows where the offline data lives except `setup`'s --shared argument.
 
-    python -m fillm_spacy.data setup --shared ../shared/data --assets assets --ud-heldout-every 10
-    python -m fillm_spacy.data convert-ud assets/ud/train.conllu corpus/ud/train.spacy
-    python -m fillm_spacy.data split-ner assets/ner/wikiann-tl-corrected.spacy corpus/ner --seed 0
-    python -m fillm_spacy.data convert-tests --ud "newscrawl=assets/ud/test.conllu" \
+    python -m fillm_spacy.workflow.data setup --shared ../shared/data --assets assets --ud-heldout-every 10
+    python -m fillm_spacy.workflow.data convert-ud assets/ud/train.conllu corpus/ud/train.spacy
+    python -m fillm_spacy.workflow.data split-ner assets/ner/wikiann-tl-corrected.spacy corpus/ner --seed 0
+    python -m fillm_spacy.workflow.data convert-tests --ud "newscrawl=assets/ud/test.conllu" \
         --ner "wikiann=corpus/ner/test.spacy" --output-dir corpus/test
 """
 import argparse
@@ -292,7 +292,7 @@ def convert_tests(ud_spec: str, ner_spec: str, output_dir: Path) -> List[Path]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.workflow.data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     setup = commands.add_parser("setup", help="copy the offline data into assets/ (no-op without it)")

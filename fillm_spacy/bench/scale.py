@@ -48,7 +48,7 @@ def random_base_llm(preset: str, tokenizer, device: str, dtype: str):
     """A `BaseLLM` with random weights of the preset's shape, built directly on `device`."""
     from transformers import GemmaConfig, GemmaForCausalLM
 
-    from .models.loading import BaseLLM
+    from ..models.loading import BaseLLM
 
     config = GemmaConfig(**PRESETS[preset])
     default_dtype = torch.get_default_dtype()
@@ -68,7 +68,7 @@ def load_tokenizer(path: Optional[str], texts: List[str]):
     """The tokenizer.json at `path` (e.g. Gemma's), or a small Gemma-style BPE trained on `texts`."""
     from transformers import PreTrainedTokenizerFast
 
-    from .models.tokenizer import train_gemma_style_tokenizer
+    from ..models.tokenizer import train_gemma_style_tokenizer
 
     if path is None:
         return train_gemma_style_tokenizer(texts, vocab_size=1500)
@@ -117,9 +117,9 @@ def measure_scale(
     """One training configuration ('lora' or 'full') and, optionally, inference; see module doc."""
     import spacy
 
-    from .layers.biaffine import MAX_SENTENCE_TOKENS, BiaffineDependencyModel
-    from .layers.llm_encoder import LLMEncoderModule, _docs_to_batch
-    from .models.adapters import add_lora_adapter
+    from ..layers.biaffine import MAX_SENTENCE_TOKENS, BiaffineDependencyModel
+    from ..layers.llm_encoder import LLMEncoderModule, _docs_to_batch
+    from ..models.adapters import add_lora_adapter
 
     on_gpu = device.startswith("cuda")
     nlp = spacy.blank("tl")
@@ -203,7 +203,7 @@ def measure_scale(
 
 def measure_inference(encoder, parser, convert, docs, autocast, sync, on_gpu) -> Dict[str, object]:
     """Words/s of encoder + parser scoring + MST decoding (on the CPU) over all docs."""
-    from .pipeline.mst import decode_tree
+    from ..pipeline.mst import decode_tree
 
     encoder.eval(), parser.eval()
     if on_gpu:

@@ -11,7 +11,7 @@ The text is first tokenized with spaCy's Tagalog tokenizer, so floret learns vec
 same strings the pipeline later looks up ("France." becomes "France" "."); floret splits on
 whitespace only.
 
-    python -m fillm_spacy.vectors assets/raw/alt-fil-wikinews.txt vectors/floret-tl.floret --dim 200
+    python -m fillm_spacy.workflow.vectors assets/raw/alt-fil-wikinews.txt vectors/floret-tl.floret --dim 200
     python -m spacy init vectors tl vectors/floret-tl.floret vectors/floret-tl --mode floret
 """
 import argparse
@@ -87,7 +87,7 @@ def train_floret_vectors(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.vectors", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.workflow.vectors", description=__doc__.split("\n")[0])
     parser.add_argument("raw_text", type=Path, help="raw text, one paragraph or sentence a line")
     parser.add_argument("output", type=Path, help="the .floret file to write")
     parser.add_argument("--dim", type=int, default=200)

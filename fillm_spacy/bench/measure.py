@@ -1,0 +1,159 @@
+"""Measurements behind `python -m fillm_spacy.bench`: each returns a JSON-ready dict and is meant to
+run alone in a fresh interpreter (see cli.in_subprocess), so that peak RSS is that of one job.
+"""
+import resource
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def directory_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2**20
+
+
+def read_lines(path: Path, n_lines: int) -> List[str]:
+    with Path(path).open(encoding="utf8") as stream:
+        lines = [line.strip() for line, _ in zip(stream, range(n_lines))]
+    return [line for line in lines if line]
+
+
+def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optional[int], n_process: int, int8: bool) -> Dict:
+    """Words per second of nlp.pipe, load time and peak RSS of one loaded pipeline, in this process.
+
+    batch_size None: the pipeline's own `nlp.batch_size` (what `nlp.pipe` uses by default).
+    """
+    import spacy
+
+    from ..models.quantize import quantize_for_inference
+
+    texts = read_lines(Path(texts_path), n_lines)
+    start = time.perf_counter()
+    nlp = spacy.load(pipeline)
+    load_s = time.perf_counter() - start
+    if int8:
+        quantize_for_inference(nlp)
+    batch_size = batch_size or nlp.batch_size
+    list(nlp.pipe(texts[:8], batch_size=batch_size))  # first-call costs (allocations) out of the timing
+    start = time.perf_counter()
+    n_words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size, n_process=n_process))
+    seconds = time.perf_counter() - start
+    return {
+        "pipeline": pipeline,
+        "int8": int8,
+        "n_process": n_process,
+        "batch_size": batch_size,
+        "texts": len(texts),
+        "words": n_words,
+        "seconds": round(seconds, 2),
+        "words_per_second": round(n_words / seconds, 1),
+        "load_seconds": round(load_s, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "saved_size_mb": round(directory_mb(Path(pipeline)), 2),
+    }
+
+
+def measure_warm_load(pipeline: str) -> Dict:
+    """Seconds to load `pipeline` a second time in a process that has loaded it once (the base LLM
+    is then already in memory: what a second pipeline on the same base costs). Its own process,
+    so that the doubled memory of two loaded copies never counts in `measure_pipe`'s peak RSS."""
+    import spacy
+
+    spacy.load(pipeline)
+    start = time.perf_counter()
+    spacy.load(pipeline)
+    return {"pipeline": pipeline, "load_seconds_base_model_in_memory": round(time.perf_counter() - start, 2)}
+
+
+ACCURACY_KEYS = ("token_acc", "pos_acc", "morph_acc", "lemma_acc", "dep_uas", "dep_las", "sents_f", "ents_f")
+
+
+def measure_accuracy(pipeline: str, dev: str, int8: bool) -> Dict:
+    """spaCy's scores on `dev` (and the time they took) with or without a speed option."""
+    import spacy
+    from spacy.training import Corpus
+
+    from ..models.quantize import quantize_for_inference
+
+    nlp = spacy.load(pipeline)
+    if int8:
+        quantize_for_inference(nlp)
+    examples = list(Corpus(dev)(nlp))
+    start = time.perf_counter()
+    scores = nlp.evaluate(examples)
+    seconds = time.perf_counter() - start
+    n_words = sum(len(eg.reference) for eg in examples)
+    return {
+        "pipeline": pipeline,
+        "int8": int8,
+        "words": n_words,
+        "words_per_second": round(n_words / seconds, 1),
+        **{key: round(100 * scores[key], 2) for key in ACCURACY_KEYS if scores.get(key) is not None},
+    }
+
+
+def measure_train(config: str, train: str, dev: str, steps: int, overrides: Dict[str, str]) -> Dict:
+    """Seconds per 1,000 training words and peak RSS over `steps` spaCy training updates."""
+    import spacy
+    from spacy.training import Corpus
+    from spacy.training.initialize import init_nlp
+
+    cfg = spacy.util.load_config(config, overrides={"paths.train": train, "paths.dev": dev, **overrides}, interpolate=False)
+    nlp = init_nlp(cfg)
+    # The optimizer as `spacy train` builds it (its schedules refer to other settings).
+    optimizer = spacy.util.registry.resolve({"optimizer": nlp.config.interpolate()["training"]["optimizer"]})["optimizer"]
+    examples = list(Corpus(train)(nlp))
+    batches = spacy.util.minibatch(examples * 10, size=8)
+    n_words = 0
+    start = time.perf_counter()
+    for _, batch in zip(range(steps), batches):
+        nlp.update(batch, sgd=optimizer)
+        n_words += sum(len(eg.reference) for eg in batch)
+    seconds = time.perf_counter() - start
+    return {
+        "config": config,
+        "steps": steps,
+        "words": n_words,
+        "seconds_per_1000_words": round(1000 * seconds / n_words, 2),
+        "words_per_second": round(n_words / seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def measure_encoder(model: str, texts_path: str, n_lines: int, last_layer: int, lora_r: int) -> Dict:
+    """Pieces per second of the encoder alone, forward (inference) and forward+backward (LoRA)."""
+    import numpy as np
+    import spacy
+
+    from ..layers.llm_encoder import llm_encoder_v1
+
+    nlp = spacy.blank("tl")
+    docs = [nlp(t) for t in read_lines(Path(texts_path), n_lines)]
+    encoder = llm_encoder_v1(model_name=model, last_layer=last_layer, lora_r=lora_r, contextualizer_width=0)
+    encoder.initialize()
+    tokenizer = encoder.shims[0]._model.llm.tokenizer
+    n_pieces = sum(len(tokenizer(d.text, add_special_tokens=False)["input_ids"]) for d in docs)
+    encoder.predict(docs[:2])
+    start = time.perf_counter()
+    encoder.predict(docs)
+    forward_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for batch in spacy.util.minibatch(docs, 16):
+        outputs, backprop = encoder.begin_update(batch)
+        backprop([np.ones_like(o) for o in outputs])
+    train_s = time.perf_counter() - start
+    return {
+        "model": model,
+        "last_layer": last_layer,
+        "lora_r": lora_r,
+        "words": sum(len(d) for d in docs),
+        "pieces": n_pieces,
+        "forward_pieces_per_second": round(n_pieces / forward_s, 1),
+        "train_pieces_per_second": round(n_pieces / train_s, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+

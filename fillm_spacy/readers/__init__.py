@@ -1,0 +1,1 @@
+"""spaCy corpus readers (registry `readers`): `fillm.JointCorpus.v1`."""
