@@ -1,7 +1,7 @@
 """Named LoRA adapters on the shared base model (peft), one per use."""
 import contextlib
 import itertools
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 from .loading import BaseLLM
 
@@ -21,12 +21,22 @@ def add_lora_adapter(
     alpha: float,
     dropout: float,
     target_modules: List[str],
+    layers: Optional[Sequence[int]] = None,
 ) -> None:
-    """Add a LoRA adapter to `llm`; its weights train, the base weights never do."""
+    """Add a LoRA adapter to `llm`; its weights train, the base weights never do.
+
+    layers: 0-based indices of the decoder layers that get LoRA (peft's `layers_to_transform`);
+    None: every layer. An encoder that runs 4 of 18 layers puts LoRA on those 4 only.
+    """
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), bias="none"
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        layers_to_transform=list(layers) if layers is not None else None,
+        bias="none",
     )
     with llm.lock:
         if llm.peft_model is None:
@@ -34,8 +44,16 @@ def add_lora_adapter(
         else:
             llm.peft_model.add_adapter(adapter_name, config)
         # peft un-freezes only the adapter; keep everything else frozen, whatever it did.
-        for param_name, param in llm.model.named_parameters():
-            param.requires_grad_(f".{adapter_name}." in param_name)
+        train_only(llm, adapter_name)
+
+
+def train_only(llm: BaseLLM, adapter_name: Optional[str]) -> None:
+    """Mark `adapter_name`'s weights trainable and every other weight of the base model frozen
+    (None: freeze everything). peft's set_adapter / add_adapter / load_adapter un-freeze the
+    adapter they touch, so each use of the shared model calls this to restore its own setting."""
+    marker = f".{adapter_name}." if adapter_name is not None else None
+    for param_name, param in llm.model.named_parameters():
+        param.requires_grad_(marker is not None and marker in param_name)
 
 
 @contextlib.contextmanager
