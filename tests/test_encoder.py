@@ -10,7 +10,7 @@ from thinc.api import Adam
 
 from fillm_spacy.layers.llm_encoder import llm_encoder_v1
 
-from .conftest import sample_docs
+from .conftest import sample_docs, sample_texts
 
 WIDTH = 16
 
@@ -272,3 +272,184 @@ def test_architecture_is_registered_through_entry_points():
     code = "import spacy; f = spacy.registry.architectures.get('fillm.LLMEncoder.v1'); print(f.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "fillm_spacy.layers.llm_encoder"
+
+
+# --- what the encoder reads from the LLM -------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_layer_feature_is_that_layers_own_output(tiny_model_dir, nlp, layer):
+    """The feature of layer k is hidden_states[k] of a full forward pass (for k < n Hugging Face
+    returns the layers' raw outputs); running only k layers must not put the final norm on it."""
+    module = encoder_module(make_encoder(tiny_model_dir, lora_r=0, first_layer=layer, last_layer=layer))
+    ids = torch.as_tensor([module.llm.tokenizer("Kumain ng mangga ang bata sa Maynila.")["input_ids"]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        full = module.llm.decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        feature = module.run_layers(0, layer, mask, input_ids=ids)[layer]
+    np.testing.assert_allclose(feature.numpy(), full[layer].numpy(), rtol=1e-5, atol=1e-6)
+    normed = module.llm.decoder.norm(full[layer])
+    assert not torch.allclose(feature, normed, atol=1e-3)  # what a truncated HF forward returned
+
+
+def test_last_layer_feature_is_the_raw_output_of_the_last_layer(tiny_gemma3_dir):
+    """For the model's last layer HF's hidden_states[n] is normed; the encoder's is the layer's output."""
+    module = encoder_module(make_encoder(tiny_gemma3_dir, lora_r=0, first_layer=3, last_layer=3))
+    captured = []
+    hook = module.llm.decoder.layers[2].register_forward_hook(lambda _m, _i, out: captured.append(out[0]))
+    ids = torch.as_tensor([module.llm.tokenizer("Umuulan kahapon sa Maynila.")["input_ids"]])
+    try:
+        with torch.no_grad():
+            feature = module.run_layers(0, 3, torch.ones_like(ids), input_ids=ids)[3]
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(feature.numpy(), captured[0].numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_layer_stride_picks_the_mixed_layers(tiny_gemma3_dir):
+    assert encoder_module(make_encoder(tiny_gemma3_dir, first_layer=1, last_layer=3, layer_stride=2)).mixed_layers == [1, 3]
+    assert encoder_module(make_encoder(tiny_gemma3_dir, first_layer=0, last_layer=3, layer_stride=2)).mixed_layers == [1, 3]
+    assert encoder_module(make_encoder(tiny_gemma3_dir, first_layer=2, last_layer=3)).mixed_layers == [2, 3]
+    with pytest.raises(ValueError, match="layer_stride"):
+        make_encoder(tiny_gemma3_dir, layer_stride=0)
+    with pytest.raises(ValueError, match="lora_top_layers"):
+        make_encoder(tiny_gemma3_dir, last_layer=2, lora_top_layers=3)
+
+
+def lora_layer_indices(module) -> set:
+    names = [n for n, _ in module.llm.model.named_parameters() if f".{module.adapter_name}." in n]
+    return {int(n.split(".layers.")[1].split(".")[0]) for n in names}
+
+
+def test_lora_goes_only_on_layers_that_run(tiny_gemma3_dir):
+    assert lora_layer_indices(encoder_module(make_encoder(tiny_gemma3_dir, last_layer=2))) == {0, 1}
+    assert lora_layer_indices(encoder_module(make_encoder(tiny_gemma3_dir, last_layer=3, lora_top_layers=1))) == {2}
+
+
+# --- windows -------------------------------------------------------------------------------------
+
+
+def test_window_stitching_keeps_each_piece_from_its_own_windows_direct_run(tiny_gemma3_dir, nlp):
+    """Each piece's state is that of a direct run of the one window that owns it (for a causal
+    model: the window where it has the most left context)."""
+    from fillm_spacy.layers.alignment import assign_pieces_to_windows, window_starts
+
+    window, stride = 24, 16
+    model = make_encoder(tiny_gemma3_dir, lora_r=0, window=window, stride=stride, contextualizer_width=0)
+    module = encoder_module(model)
+    doc = nlp(" ".join(doc.text for doc in sample_docs(6)))
+    batch = model.attrs["convert_inputs"](model, [doc], False)[0].args[0]
+    assert len(batch.windows) >= 4  # several windows, several stitches
+    with torch.no_grad():
+        module.eval()
+        stitched = module.encode_windows(batch.windows, "cpu")[batch.kept_rows]
+        ids = module.llm.tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+        starts = window_starts(len(ids), window, stride)
+        owner = assign_pieces_to_windows(len(ids), starts, window, causal=True)
+        bos = [module.llm.tokenizer.bos_token_id]
+        for k, start in enumerate(starts):
+            direct = module.encode_windows([np.asarray(bos + ids[start : start + window])], "cpu")
+            owned = np.flatnonzero(owner == k)
+            assert len(owned) > 0
+            np.testing.assert_allclose(
+                stitched[owned].numpy(), direct[owned - start + 1].numpy(), rtol=1e-4, atol=1e-5
+            )
+
+
+# --- attention masks -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["gemma", "gemma3"])
+def test_bidirectional_mask_sees_right_context_and_never_padding(tiny_gemma_dir, tiny_gemma3_dir, nlp, kind):
+    """Gemma 1 (SeaLLM) takes one 4-D mask, Gemma 3 one per attention type: both must let a piece
+    see the pieces after it in its own window, and never the padding of a shorter window."""
+    model_dir = tiny_gemma_dir if kind == "gemma" else tiny_gemma3_dir
+    model = make_encoder(model_dir, attention="bidirectional", contextualizer_width=0)
+    a, b = nlp("Kumain ang bata ng mangga"), nlp("Kumain ang bata ng saging")
+    assert not np.allclose(model.predict([a])[0][0], model.predict([b])[0][0], atol=1e-6)
+    longer = nlp("Nagpulong ang mga senador sa Maynila noong Lunes para sa badyet ng bansa.")
+    alone = model.predict([a])[0]
+    padded = model.predict([a, longer])[0]  # a is right-padded to the longer window in one forward pass
+    np.testing.assert_allclose(alone, padded, rtol=1e-4, atol=1e-5)
+
+
+# --- the frozen-prefix cache ---------------------------------------------------------------------
+
+
+def layer_calls(module) -> list:
+    calls = []
+    hooks = [layer.register_forward_hook(lambda *_, i=i: calls.append(i)) for i, layer in enumerate(module.llm.decoder.layers)]
+    return calls, hooks
+
+
+@pytest.mark.parametrize("kind", ["gemma", "gemma3"])
+def test_prefix_cache_gives_the_same_outputs_and_gradients(tiny_gemma_dir, tiny_gemma3_dir, nlp, kind):
+    model_dir = tiny_gemma_dir if kind == "gemma" else tiny_gemma3_dir
+    settings = dict(lora_dropout=0.0, first_layer=1, last_layer=3, lora_top_layers=1, contextualizer_width=16)
+    cached = make_encoder(model_dir, prefix_cache_mb=16, **settings)
+    plain = make_encoder(model_dir, prefix_cache_mb=0, **settings)
+    cached_module, plain_module = encoder_module(cached), encoder_module(plain)
+    assert cached_module.frozen_prefix == 2
+    plain_module.load_state_dict(cached_module.own_state(), strict=False)  # same heads
+    with torch.no_grad():  # same LoRA weights, made non-zero so that the top layer matters
+        plain_params = dict(plain_module.llm.model.named_parameters())
+        for name, param in cached_module.llm.model.named_parameters():
+            if f".{cached_module.adapter_name}." in name:
+                param.normal_(0, 0.1)
+                plain_params[name.replace(cached_module.adapter_name, plain_module.adapter_name)].copy_(param)
+    docs = [nlp(text) for text in sample_texts()[:6]]
+    for epoch in range(2):  # the second epoch reads the prefix from the cache
+        outputs, grads, calls = {}, {}, {}
+        for name, model in (("cached", cached), ("plain", plain)):
+            calls[name], hooks = layer_calls(cached_module)  # the base model (and its layers) is shared
+            out, backprop = model.begin_update(docs)
+            for hook in hooks:
+                hook.remove()
+            backprop([np.ones_like(o) for o in out])
+            module = encoder_module(model)
+            outputs[name] = out
+            grads[name] = {
+                n.replace(module.adapter_name, "adapter"): p.grad.clone()
+                for n, p in module.trainable_named_parameters()
+                if p.grad is not None
+            }
+            for _, p in module.trainable_named_parameters():
+                p.grad = None
+        for a, b in zip(outputs["cached"], outputs["plain"]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert grads["cached"].keys() == grads["plain"].keys()
+        assert any(".adapter." in n for n in grads["cached"]) and any("mix." in n for n in grads["cached"])
+        for n in grads["cached"]:
+            torch.testing.assert_close(grads["cached"][n], grads["plain"][n], rtol=1e-4, atol=1e-5)
+        assert set(calls["plain"]) == {0, 1, 2}
+        # first epoch: all three layers; then only the LoRA layer, the frozen two come from the cache
+        assert set(calls["cached"]) == ({0, 1, 2} if epoch == 0 else {2})
+    assert 0 < cached_module.prefix_cache.n_bytes <= 16 * 2**20
+
+
+def test_frozen_encoder_with_a_cache_runs_no_layer_after_the_first_epoch(tiny_gemma3_dir, nlp):
+    model = make_encoder(tiny_gemma3_dir, lora_r=0, prefix_cache_mb=16, contextualizer_width=0)
+    module = encoder_module(model)
+    docs = [nlp(text) for text in sample_texts()[:4]]
+    first, _ = model.begin_update(docs)
+    calls, hooks = layer_calls(module)
+    second, _ = model.begin_update(docs)
+    for hook in hooks:
+        hook.remove()
+    assert calls == []
+    for a, b in zip(first, second):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # inference never caches (a corpus would fill memory)
+    size = module.prefix_cache.n_bytes
+    model.predict([nlp("Ibang dokumento ito.")])
+    assert module.prefix_cache.n_bytes == size
+
+
+def test_prefix_cache_stays_within_its_bound(tiny_gemma3_dir, nlp):
+    model = make_encoder(tiny_gemma3_dir, lora_r=0, prefix_cache_mb=1, contextualizer_width=0)
+    module = encoder_module(model)
+    module.prefix_cache.max_bytes = 20_000  # a few windows' worth of a 32-wide tiny model
+    docs = [nlp(text) for text in sample_texts()[:30]]
+    model.begin_update(docs)
+    assert 0 < module.prefix_cache.n_bytes <= 20_000
+    assert len(module.prefix_cache.entries) < 30

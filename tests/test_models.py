@@ -30,6 +30,16 @@ def test_same_name_shares_one_loaded_model(tiny_gemma3_dir):
     assert load_base_llm(str(tiny_gemma3_dir)) is load_base_llm(str(tiny_gemma3_dir))
 
 
+def test_one_loaded_copy_per_process_whatever_the_device(tiny_gemma3_dir):
+    """A component asking for another device gets the same object, moved: never a second copy
+    (on a GPU that would be two 7B models). "cpu:0" stands in for a second device here."""
+    llm = load_base_llm(str(tiny_gemma3_dir), device="cpu")
+    again = load_base_llm(str(tiny_gemma3_dir), device="cpu:0")
+    assert again is llm and again.model is llm.model
+    assert llm.device.type == "cpu"
+    assert load_base_llm(str(tiny_gemma3_dir), dtype="bfloat16") is not llm  # another dtype is another copy
+
+
 def test_unavailable_model_names_itself_and_the_fix():
     with pytest.raises(BaseModelNotFound, match="SeaLLMs/Not-A-Model.*huggingface-cli download"):
         resolve_path("SeaLLMs/Not-A-Model")

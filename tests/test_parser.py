@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from spacy.tokens import Doc
 from spacy.training import Example
-from thinc.api import Adam
+from thinc.api import Adam, Config
 
 from fillm_spacy.pipeline.mst import decode_tree, tree_score
 from fillm_spacy.pipeline.parser import ROOT_LABEL, arc_cross_entropy, label_cross_entropy, training_docs
@@ -400,3 +400,67 @@ def test_replace_listeners_keeps_parses():
     nlp.replace_listeners("tok2vec", "parser", ["model.tok2vec"])
     assert nlp.get_pipe("tok2vec").listening_components == []
     assert parses(nlp.pipe([d.copy() for d in docs])) == before
+
+
+def small_trained_llm_pipeline(model_dir, steps=3, optimizer=None):
+    nlp = build_llm_pipeline(model_dir)
+    gold = sample_docs(3)
+    examples = [Example(gold_tokenized(nlp, doc), doc) for doc in gold]
+    nlp.initialize(lambda: examples)
+    optimizer = optimizer or Adam(0.003)
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer)
+    return nlp, [gold_tokenized(nlp, doc) for doc in gold], optimizer
+
+
+def test_replace_listeners_copies_the_llm_encoder_and_shares_the_base_model(tiny_gemma3_dir):
+    """spaCy's documented way to freeze a shared tok2vec copies the encoder into the parser;
+    the copy must share the one base LLM and own an adapter with the same weights."""
+    nlp, docs, _ = small_trained_llm_pipeline(tiny_gemma3_dir)
+    before = parses(nlp.pipe([d.copy() for d in docs]))
+    nlp.replace_listeners("tok2vec", "parser", ["model.tok2vec"])
+    assert nlp.get_pipe("tok2vec").listening_components == []
+    assert parses(nlp.pipe([d.copy() for d in docs])) == before
+    original, copied = (
+        next(node for node in model.walk() if node.name == "llm_encoder").shims[0]._model
+        for model in (nlp.get_pipe("tok2vec").model, nlp.get_pipe("parser").model)
+    )
+    assert copied is not original and copied.llm is original.llm
+    assert copied.adapter_name != original.adapter_name
+    # the copy trains on its own: updating the parser leaves the tok2vec's adapter as it was
+    tok2vec_lora = {n: p.detach().clone() for n, p in original.llm.model.named_parameters() if f".{original.adapter_name}." in n}
+    examples = [Example(d.copy(), g) for d, g in zip(docs, sample_docs(3))]
+    nlp.update(examples, sgd=Adam(0.01), exclude=["tok2vec"])
+    after = {n: p for n, p in original.llm.model.named_parameters() if f".{original.adapter_name}." in n}
+    assert all(torch.equal(after[n], v) for n, v in tok2vec_lora.items())
+
+
+def test_sourcing_a_listening_parser_with_replace_listeners(tiny_gemma3_dir, tmp_path):
+    nlp, docs, _ = small_trained_llm_pipeline(tiny_gemma3_dir)
+    before = parses(nlp.pipe([d.copy() for d in docs]))
+    nlp.to_disk(tmp_path / "trained")
+    config = {
+        "nlp": {"lang": "tl", "pipeline": ["parser"]},
+        "components": {"parser": {"source": str(tmp_path / "trained"), "replace_listeners": ["model.tok2vec"]}},
+    }
+    sourced = spacy.util.load_model_from_config(Config(config), auto_fill=True)
+    assert sourced.pipe_names == ["parser"]
+    assert parses(sourced.pipe([d.copy() for d in docs])) == before
+
+
+def test_parameter_averages_cover_the_adapter_and_the_encoder(tiny_gemma3_dir):
+    """With use_averages, nlp.use_params swaps in the averages of LoRA and the encoder's own
+    weights, not only those of the heads, and restores them afterwards."""
+    optimizer = Adam(0.01, use_averages=True)
+    nlp, _, optimizer = small_trained_llm_pipeline(tiny_gemma3_dir, steps=4, optimizer=optimizer)
+    encoder = next(node for node in nlp.get_pipe("tok2vec").model.walk() if node.name == "llm_encoder")
+    module = encoder.shims[0]._model
+    current = {n: p.detach().clone() for n, p in module.trainable_named_parameters()}
+    assert any(f".{module.adapter_name}." in n for n in current)
+    with nlp.use_params(optimizer.averages):
+        inside = {n: p.detach().clone() for n, p in module.trainable_named_parameters()}
+    changed = {n for n in current if not torch.equal(inside[n], current[n])}
+    assert any(f".{module.adapter_name}." in n for n in changed), "LoRA averages were not used"
+    assert any(n.startswith("projection.") for n in changed), "encoder averages were not used"
+    restored = dict(module.trainable_named_parameters())
+    assert all(torch.equal(restored[n].detach(), v) for n, v in current.items())

@@ -118,7 +118,8 @@ def measure_scale(
     import spacy
 
     from ..layers.biaffine import MAX_SENTENCE_TOKENS, BiaffineDependencyModel
-    from ..layers.llm_encoder import LLMEncoderModule, _docs_to_batch
+    from ..layers.encoder_batch import docs_to_batch
+    from ..layers.llm_encoder_module import LLMEncoderModule
     from ..models.adapters import add_lora_adapter
 
     on_gpu = device.startswith("cuda")
@@ -130,15 +131,17 @@ def measure_scale(
     adapter = None
     if training == "lora":
         adapter = "encoder"
-        add_lora_adapter(llm, adapter, r=16, alpha=32.0, dropout=0.05, target_modules=["q_proj", "v_proj"])
+        add_lora_adapter(
+            llm, adapter, r=16, alpha=32.0, dropout=0.05, target_modules=["q_proj", "v_proj"], layers=range(last_layer)
+        )
     elif training == "full":
         llm.model.requires_grad_(True)
     else:
         raise ValueError(f"training must be 'lora' or 'full', got {training!r}")
-    encoder = LLMEncoderModule(llm, adapter, 1, last_layer, "causal", 0, 256, 8192)
+    encoder = LLMEncoderModule(llm, adapter, [last_layer], "causal", 0, 256, 8192)
     encoder.mix.to(device), encoder.projection.to(device)
     parser = BiaffineDependencyModel(256, N_LABELS, 500, 100, 0.33).to(device)
-    convert = _docs_to_batch(llm, window=256, stride=192, causal=True, pooling="last")
+    convert = docs_to_batch(llm, window=256, stride=192, causal=True, pooling="last")
     # Full fine-tuning trains the base weights too; LoRA only the adapter and the encoder's own modules.
     encoder_params = encoder.parameters() if training == "full" else (p for _, p in encoder.trainable_named_parameters())
     trainable = [p for p in encoder_params if p.requires_grad] + list(parser.parameters())
@@ -154,7 +157,7 @@ def measure_scale(
 
     result: Dict[str, object] = {
         "preset": preset, "device": torch.cuda.get_device_name() if on_gpu else "cpu", "dtype": dtype,
-        "training": training, "layers_run": last_layer, "of_layers": n_layers,
+        "training": training, "of_layers": n_layers,
         "trainable_parameters": sum(p.numel() for p in trainable),
         "model_parameters": sum(p.numel() for p in llm.model.parameters()),
     }
@@ -162,6 +165,12 @@ def measure_scale(
     if len(batches) < steps + 2:
         raise ValueError(f"Need {steps + 2} batches of {words_per_batch} words; the texts give {len(batches)}")
     encoder.train(), parser.train()
+    # Which decoder layers really run (1-based), recorded by hooks rather than echoed from the arguments.
+    ran = set()
+    hooks = [
+        layer.register_forward_hook(lambda *_, number=i + 1: ran.add(number))
+        for i, layer in enumerate(llm.decoder.layers)
+    ]
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     n_words = n_pieces = 0
@@ -193,6 +202,9 @@ def measure_scale(
             train_seconds_per_step=round(seconds / steps, 3),
             words_per_batch=words_per_batch,
         )
+    for hook in hooks:
+        hook.remove()
+    result["layers_run"] = sorted(ran)
     if on_gpu:
         result["train_peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     del optimizer

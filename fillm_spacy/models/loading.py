@@ -6,6 +6,7 @@ so a new task costs megabytes, not another copy of the LLM.
 """
 import hashlib
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +45,20 @@ class BaseLLM:
     def config(self):
         return self.model.config
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
 
-_LOADED: Dict[Tuple[str, str, str], BaseLLM] = {}
+
+_LOADED: Dict[Tuple[str, str], BaseLLM] = {}
 _LOADING_LOCK = threading.Lock()
+
+
+def _one_thread_in_forked_child() -> None:
+    # GNU OpenMP's thread pool does not survive fork(): the first matmul in a child forked by
+    # nlp.pipe(n_process=N) would wait forever on the parent's threads. One thread per
+    # process is also the right split of a small CPU between N processes.
+    torch.set_num_threads(1)
 
 
 def resolve_path(name: str) -> Path:
@@ -92,11 +104,20 @@ def weights_fingerprint(name: str, path: Path, model: torch.nn.Module) -> Dict[s
 
 
 def load_base_llm(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32") -> BaseLLM:
-    """The process-wide `BaseLLM` for `name`, loading it on first use."""
-    key = (name, device, dtype)
+    """The process-wide `BaseLLM` for `name` and `dtype`, loading it on first use.
+
+    One copy per process whatever the device: a component asking for another device than the
+    one the model is on moves the shared copy there (the encoder's thinc shim moves it to the
+    GPU too), so a GPU process never holds two 7B models.
+    """
+    key = (name, dtype)
     with _LOADING_LOCK:
         if key in _LOADED:
-            return _LOADED[key]
+            llm = _LOADED[key]
+            if torch.device(device) != llm.device:
+                with llm.lock:
+                    llm.model.to(device)
+            return llm
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_path(name)
@@ -121,6 +142,8 @@ def load_base_llm(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "
             tokenizer=tokenizer,
             fingerprint=weights_fingerprint(name, path, model),
         )
+        if not _LOADED:  # a process that holds an LLM may fork workers (nlp.pipe(n_process=N))
+            os.register_at_fork(after_in_child=_one_thread_in_forked_child)
         _LOADED[key] = llm
         return llm
 

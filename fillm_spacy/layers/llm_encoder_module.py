@@ -1,0 +1,254 @@
+"""The torch side of the LLM encoder: windows of pieces → chosen layers' outputs (+ LoRA) →
+scalar mix → pooled per token → (stacked BiLSTM) → projection.
+
+Two things here are about reading the LLM correctly and cheaply:
+- The features are the chosen layers' own outputs. Hugging Face applies the final RMSNorm
+  after its layer loop, so when only `last_layer` layers run, its last hidden state would be
+  `norm(h_last)` (a norm trained for layer 18's output); the norm is switched off while the
+  encoder runs the decoder.
+- The frozen prefix. Layers below the first LoRA layer never change during training, so their
+  outputs for a training window are computed once and kept (`PrefixCache`); every later epoch
+  runs only the layers above it (or none at all when the LLM is frozen).
+"""
+import contextlib
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..models.adapters import active_adapter
+from ..models.loading import BaseLLM
+from .encoder_batch import EncoderBatch
+from .scalar_mix import ScalarMix
+
+ATTENTION = ("causal", "bidirectional")
+# Families whose model forward multiplies `inputs_embeds` by sqrt(hidden) (Gemma 3 scales inside
+# its embedding module instead): running the layers above a cached prefix must undo it.
+SCALES_INPUT_EMBEDS = ("gemma", "gemma2")
+
+
+@dataclass
+class PrefixCache:
+    """Outputs of the frozen layers per training window, keyed by the window's piece ids.
+
+    Bounded: once `max_bytes` are stored, further windows are computed every time (with a
+    fixed training set read epoch after epoch, keeping a fixed subset beats evicting)."""
+
+    max_bytes: int
+    entries: Dict[bytes, Dict[int, torch.Tensor]] = field(default_factory=dict)
+    n_bytes: int = 0
+
+    def get(self, key: bytes) -> Optional[Dict[int, torch.Tensor]]:
+        return self.entries.get(key)
+
+    def put(self, key: bytes, states: Dict[int, torch.Tensor]) -> None:
+        size = sum(t.numel() * t.element_size() for t in states.values())
+        if self.n_bytes + size <= self.max_bytes:
+            self.entries[key] = states
+            self.n_bytes += size
+
+
+class LLMEncoderModule(torch.nn.Module):
+    """The torch side of the encoder. `llm.model` is shared with other components.
+
+    mixed_layers: hidden states mixed (0 = embeddings, k = output of decoder layer k); the
+        decoder runs up to max(mixed_layers) and no further.
+    frozen_prefix: decoder layers 1..frozen_prefix carry no LoRA (their outputs never change);
+        with `prefix_cache_mb` > 0 their outputs are cached per training window.
+    """
+
+    def __init__(
+        self,
+        llm: BaseLLM,
+        adapter_name: Optional[str],
+        mixed_layers: Sequence[int],
+        attention: str,
+        contextualizer_width: int,
+        width: int,
+        max_batch_pieces: int,
+        contextualizer_depth: int = 1,
+        contextualizer_dropout: float = 0.0,
+        frozen_prefix: int = 0,
+        prefix_cache_mb: int = 0,
+        lora_settings: Optional[dict] = None,
+    ):
+        super().__init__()
+        self.llm = llm
+        self.adapter_name = adapter_name
+        self.lora_settings = lora_settings  # how the adapter was made: a copy adds one like it
+        self.mixed_layers = sorted(mixed_layers)
+        self.last_layer = self.mixed_layers[-1]
+        self.frozen_prefix = min(frozen_prefix, self.last_layer)
+        self.prefix_cache = PrefixCache(prefix_cache_mb * 2**20)
+        self.attention = attention
+        self.max_batch_pieces = max_batch_pieces
+        self.settings = dict(  # what a copy of this module is built from
+            attention=attention,
+            contextualizer_width=contextualizer_width,
+            width=width,
+            max_batch_pieces=max_batch_pieces,
+            contextualizer_depth=contextualizer_depth,
+            contextualizer_dropout=contextualizer_dropout,
+            frozen_prefix=frozen_prefix,
+            prefix_cache_mb=prefix_cache_mb,
+        )
+        self.base = llm.model  # a submodule so train()/eval() reach the LoRA dropout
+        hidden = llm.config.hidden_size
+        self.mix = ScalarMix(len(self.mixed_layers), hidden)
+        if contextualizer_width > 0:
+            # A decoder LLM is causal: the BiLSTM gives each token its right context too.
+            self.contextualizer = torch.nn.LSTM(
+                hidden,
+                contextualizer_width // 2,
+                num_layers=contextualizer_depth,
+                dropout=contextualizer_dropout if contextualizer_depth > 1 else 0.0,
+                batch_first=True,
+                bidirectional=True,
+            )
+            features = 2 * (contextualizer_width // 2)
+        else:
+            self.contextualizer = None
+            features = hidden
+        self.projection = torch.nn.Linear(features, width)
+
+    def trainable_named_parameters(self):
+        """This encoder's own parameters and its adapter's: other components' adapters on the
+        shared base model are theirs to update."""
+        for name, param in self.named_parameters():
+            if not name.startswith("base.") or (self.adapter_name and f".{self.adapter_name}." in name):
+                yield name, param
+
+    def own_state(self) -> dict:
+        """Trainable state this encoder owns (not the shared base weights)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("base.")}
+
+    def forward(self, batch: EncoderBatch) -> torch.Tensor:
+        device = self.projection.weight.device
+        mixed = self.encode_windows(batch.windows, device)
+        pieces = mixed[batch.kept_rows.to(device)]
+        n_tokens = sum(batch.doc_lengths)
+        weighted = pieces[batch.pool_pieces.to(device)] * batch.pool_weights.to(device)[:, None]
+        tokens = torch.zeros((n_tokens, pieces.shape[1]), dtype=pieces.dtype, device=device)
+        tokens = tokens.index_add(0, batch.pool_tokens.to(device), weighted)
+        if self.contextualizer is not None and n_tokens > 0:
+            tokens = self.contextualize(tokens, batch.doc_lengths)
+        return self.projection(tokens)
+
+    def contextualize(self, tokens: torch.Tensor, lengths: List[int]) -> torch.Tensor:
+        per_doc = [seq for seq in torch.split(tokens, lengths) if len(seq)]
+        packed = torch.nn.utils.rnn.pack_sequence(per_doc, enforce_sorted=False)
+        output, _ = self.contextualizer(packed)
+        padded, _ = torch.nn.utils.rnn.pad_packed_sequence(output, batch_first=True)
+        return torch.cat([padded[i, : len(seq)] for i, seq in enumerate(per_doc)])
+
+    def encode_windows(self, windows: List[np.ndarray], device) -> torch.Tensor:
+        """Mixed hidden states of every window position, windows stacked in input order."""
+        if not windows:
+            return torch.zeros((0, self.llm.config.hidden_size), device=device)
+        outputs: List[Optional[torch.Tensor]] = [None] * len(windows)
+        for group in self.length_groups(windows):
+            for index, output in zip(group, self.encode_group([windows[i] for i in group], device)):
+                outputs[index] = output
+        return torch.cat(outputs)
+
+    def length_groups(self, windows: List[np.ndarray]) -> List[List[int]]:
+        """Window indices in forward passes of at most `max_batch_pieces` padded pieces,
+        length-sorted so that little is padding."""
+        order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
+        groups: List[List[int]] = []
+        for index in order:  # the first window of a group is its longest
+            if groups and (len(groups[-1]) + 1) * len(windows[groups[-1][0]]) <= self.max_batch_pieces:
+                groups[-1].append(index)
+            else:
+                groups.append([index])
+        return groups
+
+    def encode_group(self, windows: List[np.ndarray], device) -> List[torch.Tensor]:
+        if self.training and self.frozen_prefix > 0 and self.prefix_cache.max_bytes > 0:
+            states = self.layer_states_with_prefix_cache(windows, device)
+        else:
+            input_ids, mask = self.pad(windows, device)
+            states = self.run_layers(0, self.last_layer, mask, input_ids=input_ids)
+        mixed = self.mix([states[layer] for layer in self.mixed_layers])
+        return [mixed[row, : len(window)] for row, window in enumerate(windows)]
+
+    def layer_states_with_prefix_cache(self, windows: List[np.ndarray], device) -> Dict[int, torch.Tensor]:
+        """The mixed layers' states, the frozen prefix's read from (or put into) the cache."""
+        prefix = self.frozen_prefix
+        kept = [layer for layer in self.mixed_layers if layer <= prefix] + [prefix]
+        keys = [np.asarray(window, dtype=np.int64).tobytes() for window in windows]
+        cached = [self.prefix_cache.get(key) for key in keys]
+        missing = [row for row, entry in enumerate(cached) if entry is None]
+        if missing:
+            input_ids, mask = self.pad([windows[row] for row in missing], device)
+            with torch.no_grad():
+                fresh = self.run_layers(0, prefix, mask, input_ids=input_ids)
+            for i, row in enumerate(missing):
+                n = len(windows[row])
+                cached[row] = {layer: fresh[layer][i, :n].detach().clone() for layer in kept}
+                self.prefix_cache.put(keys[row], cached[row])
+        states = {
+            layer: torch.nn.utils.rnn.pad_sequence([entry[layer] for entry in cached], batch_first=True)
+            for layer in kept
+        }
+        if self.last_layer > prefix:
+            _, mask = self.pad(windows, device)
+            above = self.run_layers(prefix, self.last_layer, mask, hidden=states[prefix])
+            states.update({layer: state for layer, state in above.items() if layer > prefix})
+        return states
+
+    def pad(self, windows: List[np.ndarray], device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded piece ids and their 0/1 mask (a causal model never sees right padding)."""
+        longest = max(len(w) for w in windows)
+        pad_id = self.llm.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(windows), longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(windows), longest), dtype=torch.long)
+        for row, window in enumerate(windows):
+            input_ids[row, : len(window)] = torch.as_tensor(window)
+            mask[row, : len(window)] = 1
+        return input_ids.to(device), mask.to(device)
+
+    def attention_mask(self, mask: torch.Tensor):
+        """What the decoder takes as `attention_mask` for this encoder's attention."""
+        if self.attention == "causal":
+            return mask
+        visible = mask.bool()[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
+        if self.llm.config.model_type == "gemma":  # Gemma 1 (SeaLLM) takes one mask for all layers
+            return visible
+        return {"full_attention": visible, "sliding_attention": visible}
+
+    def run_layers(
+        self,
+        start: int,
+        stop: int,
+        mask: torch.Tensor,
+        input_ids: Optional[torch.Tensor] = None,
+        hidden: Optional[torch.Tensor] = None,
+    ) -> Dict[int, torch.Tensor]:
+        """Outputs of decoder layers start+1..stop (and the input state `start`), each the
+        layer's own output: from piece ids when start = 0, else from the state `hidden` = h_start."""
+        decoder = self.llm.decoder
+        kwargs = {"input_ids": input_ids}
+        if start > 0:
+            if self.llm.config.model_type in SCALES_INPUT_EMBEDS:
+                hidden = hidden / torch.tensor(self.llm.config.hidden_size**0.5, dtype=hidden.dtype)
+            kwargs = {"inputs_embeds": hidden}
+        with active_adapter(self.llm, self.adapter_name), layers_only(decoder, start, stop):
+            states = decoder(
+                attention_mask=self.attention_mask(mask), output_hidden_states=True, use_cache=False, **kwargs
+            ).hidden_states
+        return {start + i: state for i, state in enumerate(states)}
+
+
+@contextlib.contextmanager
+def layers_only(decoder: torch.nn.Module, start: int, stop: int):
+    """Run only decoder layers start+1..stop, without the final norm (see the module doc).
+    Callers hold the base model's lock (active_adapter), so no other use sees the change."""
+    layers, norm = decoder.layers, decoder.norm
+    decoder.layers = layers[start:stop]
+    decoder.norm = torch.nn.Identity()
+    try:
+        yield
+    finally:
+        decoder.layers, decoder.norm = layers, norm

@@ -1,0 +1,135 @@
+"""The thinc shim of the LLM encoder: optimizer updates, parameter averages, copies and
+serialization that concern only what this encoder owns (its LoRA adapter and its own modules),
+never the shared, frozen base weights.
+"""
+import contextlib
+
+import srsly
+import torch
+from thinc.api import PyTorchShim, torch2xp, xp2torch
+
+from ..models.adapters import adapter_parameters, add_lora_adapter, new_adapter_name
+from ..models.loading import check_fingerprint
+from .llm_encoder_module import LLMEncoderModule
+
+
+class LLMShim(PyTorchShim):
+    """A PyTorchShim whose state is the encoder's adapter and own weights."""
+
+    def predict(self, inputs):
+        self._model.eval()
+        with torch.inference_mode():
+            return self._model(*inputs.args, **inputs.kwargs)
+
+    def finish_update(self, optimizer) -> None:
+        for name, param in self._model.trainable_named_parameters():
+            if param.grad is None:
+                continue
+            if not self._grad_scaler.found_inf:  # skip the step if a gradient overflowed
+                value, _ = optimizer((self.id, name), torch2xp(param.data), torch2xp(param.grad))
+                param.data = xp2torch(value, requires_grad=True, device=param.device)
+            param.grad.zero_()
+        self._grad_scaler.update()
+
+    @contextlib.contextmanager
+    def use_params(self, params):
+        # The optimizer keys its averages as finish_update names them: (shim id, parameter name).
+        update = {
+            key[1]: xp2torch(value, device=self.device)
+            for key, value in params.items()
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == self.id
+        }
+        if not update:
+            yield
+            return
+        current = dict(self._model.named_parameters())
+        backup = {k: current[k].detach().clone() for k in update}
+        with torch.no_grad():
+            for k, v in update.items():
+                current[k].copy_(v)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, v in backup.items():
+                    current[k].copy_(v)
+
+    def copy(self) -> "LLMShim":
+        """What `Model.copy()` calls (spaCy's `replace_listeners`, sourcing a component): the copy
+        shares the base LLM (one per process; its lock cannot be deep-copied anyway) and gets an
+        adapter of its own holding the same weights, and copies of the encoder's own modules."""
+        module: LLMEncoderModule = self._model
+        adapter_name = None
+        if module.adapter_name is not None:
+            adapter_name = new_adapter_name("encoder")
+            add_lora_adapter(module.llm, adapter_name, **module.lora_settings)
+            source = dict(adapter_parameters(module.llm, module.adapter_name))
+            with torch.no_grad():
+                for name, param in adapter_parameters(module.llm, adapter_name):
+                    param.copy_(source[name.replace(f".{adapter_name}.", f".{module.adapter_name}.")])
+        copied = LLMEncoderModule(
+            module.llm, adapter_name, module.mixed_layers, lora_settings=module.lora_settings, **module.settings
+        )
+        copied.load_state_dict(module.own_state(), strict=False)
+        copied.train(module.training)
+        return LLMShim(copied, config=dict(self.cfg), mixed_precision=self._mixed_precision, device=self.device)
+
+    def to_bytes(self) -> bytes:
+        module: LLMEncoderModule = self._model
+        adapter = {}
+        if module.adapter_name is not None:
+            adapter = {
+                n.replace(f".{module.adapter_name}.", ".adapter."): p.detach().cpu()
+                for n, p in adapter_parameters(module.llm, module.adapter_name)
+            }
+        return srsly.msgpack_dumps(
+            {
+                "fingerprint": module.llm.fingerprint,
+                "adapter": tensors_to_bytes(adapter),
+                "own": tensors_to_bytes({k: v.cpu() for k, v in module.own_state().items()}),
+            }
+        )
+
+    def from_bytes(self, bytes_data: bytes) -> "LLMShim":
+        module: LLMEncoderModule = self._model
+        try:
+            msg = srsly.msgpack_loads(bytes_data)
+            adapter = tensors_from_bytes(msg["adapter"])
+            own = tensors_from_bytes(msg["own"])
+            fingerprint = msg["fingerprint"]
+        except Exception as err:
+            raise ValueError(
+                "The LLM encoder's saved weights (tok2vec/model) are corrupt or not from fillm_spacy: "
+                f"{type(err).__name__}: {err}. Re-train or re-copy the pipeline directory."
+            ) from err
+        check_fingerprint(fingerprint, module.llm, "The saved LLM encoder")
+        device = self.device
+        if bool(adapter) != (module.adapter_name is not None):
+            raise ValueError("The saved LLM encoder's LoRA setting (lora_r) differs from its config.")
+        if adapter:
+            params = dict(adapter_parameters(module.llm, module.adapter_name))
+            renamed = {n.replace(".adapter.", f".{module.adapter_name}."): v for n, v in adapter.items()}
+            if set(renamed) != set(params):
+                raise ValueError(
+                    "The saved LoRA adapter does not match the encoder's LoRA config (r, target_modules, layers)."
+                )
+            with torch.no_grad():
+                for name, value in renamed.items():
+                    params[name].copy_(value.to(device))
+        missing, unexpected = module.load_state_dict({k: v.to(device) for k, v in own.items()}, strict=False)
+        missing = [k for k in missing if not k.startswith("base.")]
+        if missing or unexpected:
+            raise ValueError(f"The saved LLM encoder does not match its config: missing {missing}, unexpected {unexpected}")
+        return self
+
+
+def tensors_to_bytes(tensors: dict) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in tensors.items()}) if tensors else b""
+
+
+def tensors_from_bytes(data: bytes) -> dict:
+    from safetensors.torch import load
+
+    return load(data) if data else {}
