@@ -1,5 +1,5 @@
-"""fillm_spacy.evaluation.compare: the statistics, the per-sentence counts (which must add up to
-spaCy's own scores) and the report."""
+"""fillm_spacy.evaluation: the statistics, the per-sentence counts (which must add up to spaCy's
+own scores), the report and the compare CLI's runs."""
 import json
 import random
 
@@ -15,19 +15,18 @@ from spacy.scorer import Scorer, get_ner_prf
 from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 
-from fillm_spacy.evaluation.compare import (
-    METRICS,
-    compare_test_set,
-    doc_counts,
-    evaluate,
+from fillm_spacy.evaluation.counts import METRICS, doc_counts
+from fillm_spacy.evaluation.published import published_for
+from fillm_spacy.evaluation.report import compare_test_set, render_markdown, report
+from fillm_spacy.evaluation.runner import evaluate
+from fillm_spacy.evaluation.stats import (
     metric_from_counts,
     paired_bootstrap,
+    paired_bootstrap_mean,
     paired_t_test,
     per_item_scores,
-    published_for,
-    render_markdown,
-    report,
 )
+from fillm_spacy.records import select_range
 
 from .conftest import sample_docs
 
@@ -118,15 +117,28 @@ def test_bootstrap_ci_contains_the_observed_difference_and_is_seeded():
 
 
 def test_bootstrap_handles_test_sets_larger_than_one_chunk():
-    """Large test sets are resampled in chunks (memory ~ chunk x n): every resample is filled
+    """Large test sets are resampled in batches (memory ~ batch x n): every resample is filled
     and the interval is still a sensible one around the observed difference."""
     rng = np.random.default_rng(5)
     a = correctness_counts(rng.random(4001) < 0.8)
     b = correctness_counts(rng.random(4001) < 0.78)
-    boot = paired_bootstrap(a, b, "f", n_resamples=1200, seed=0)  # 2e6 // 4001 = 499 per chunk
+    boot = paired_bootstrap(a, b, "f", n_resamples=1200, seed=0)  # 2e6 // (4001 * 6) = 83 per batch
     assert boot.n_resamples == 1200 and boot.n_items == 4001
     assert boot.ci_low <= boot.delta <= boot.ci_high
     assert boot.ci_high - boot.ci_low < 0.05
+
+
+def test_bootstrap_of_mean_per_item_scores():
+    # Per-item differences 1, 0, 0, 1: mean 0.5; a resample's mean difference is k/4 with k the
+    # number of drawn 1s, so the interval lies within [0, 1].
+    boot = paired_bootstrap_mean([1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0], n_resamples=2000, seed=0)
+    assert (boot.score_a, boot.score_b, boot.delta, boot.n_items) == (0.75, 0.25, 0.5, 4)
+    assert 0.0 <= boot.ci_low < 0.5 < boot.ci_high <= 1.0
+    assert 0.0 < boot.p_value < 1.0
+    same = paired_bootstrap_mean([0.2, 0.4, 0.9], [0.2, 0.4, 0.9], n_resamples=500, seed=0)
+    assert (same.delta, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="at least two items"):
+        paired_bootstrap_mean([1.0], [0.0])
 
 
 def test_t_test_agrees_with_scipy():
@@ -152,7 +164,19 @@ def test_unpaired_inputs_are_rejected():
     with pytest.raises(ValueError):
         paired_bootstrap(np.zeros((3, 3)), np.zeros((4, 3)), "f")
     with pytest.raises(ValueError):
+        paired_bootstrap_mean([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError):
         paired_t_test([1.0, 2.0], [1.0])
+
+
+def test_ranges_select_the_same_records_everywhere():
+    records = list("abcdefgh")
+    assert select_range(records, "2:5", None) == ["c", "d", "e"]
+    assert select_range(records, ":2", None) == ["a", "b"]
+    assert select_range(records, "6:", None) == ["g", "h"]
+    assert select_range(records, None, 3) == ["a", "b", "c"]
+    assert select_range(records, "1:7", 2) == ["b", "c"]  # the range first, then the limit
+    assert select_range(range(4), "", None) == [0, 1, 2, 3]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,20 +5,23 @@
 
 Data: JSONL records {"doc_id", "text", "summary"}. The system is `fillm_summarizer` in the given
 mode, or precomputed predictions ({"doc_id", "prediction"} JSONL). Scores are means over
-documents of rouge-score's precision/recall/F1, with a paired bootstrap interval for the F1
-difference system − lead-1.
+documents of rouge-score's precision/recall/F1, with a paired bootstrap (`stats`) of the mean F1
+difference system − lead-1: its 95% interval and p-value.
 
 rouge-score's default tokenizer keeps only [a-z0-9] and so drops every word with a letter such as
 "ñ" or "é" partly, and non-Latin scripts entirely; `UnicodeWordTokenizer` keeps them.
 """
 import argparse
 import json
-import random
 import sys
 import time
 import unicodedata
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+
+from ..records import read_jsonl, select_range
+from .stats import paired_bootstrap_mean
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -62,27 +65,6 @@ def mean_scores(rows: List[Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, 
     return {k: {m: sum(row[k][m] for row in rows) / n for m in ("p", "r", "f")} for k in ROUGE_TYPES}
 
 
-def paired_bootstrap(system: List[float], baseline: List[float], n_resamples: int = 2000, seed: int = 0) -> Dict[str, Any]:
-    """Mean difference and a 95% percentile interval, resampling documents with replacement."""
-    diffs = [s - b for s, b in zip(system, baseline)]
-    n = len(diffs)
-    if n == 0:
-        return {"mean": None, "ci95": None}
-    rng = random.Random(seed)
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_resamples))
-    return {
-        "mean": sum(diffs) / n,
-        "ci95": [means[int(0.025 * n_resamples)], means[int(0.975 * n_resamples) - 1]],
-    }
-
-
-def select(records: List[Any], range_: Optional[str], limit: Optional[int]) -> List[Any]:
-    if range_:
-        start, _, end = range_.partition(":")
-        records = records[int(start) if start else 0 : int(end) if end else None]
-    return records[:limit] if limit is not None else records
-
-
 def summarize(texts: Sequence[str], lang: str, config: Dict[str, Any]) -> List[str]:
     import spacy
 
@@ -112,12 +94,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     import srsly
 
-    records = select(list(srsly.read_jsonl(args.data)), args.range, args.limit)
+    records = select_range(read_jsonl(args.data), args.range, args.limit)
     texts = [r["text"] for r in records]
     references = [r["summary"] for r in records]
     started = time.time()
     if args.predictions:
-        by_id = {p["doc_id"]: p["prediction"] for p in srsly.read_jsonl(args.predictions)}
+        by_id = {p["doc_id"]: p["prediction"] for p in read_jsonl(args.predictions)}
         missing = [r["doc_id"] for r in records if r["doc_id"] not in by_id]
         if missing:
             raise SystemExit(f"--predictions lacks {len(missing)} doc ids, e.g. {missing[:3]}")
@@ -149,7 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    "empty_predictions": sum(1 for p in predictions if not p.strip())},
         "lead1": {"name": "lead-1", **mean_scores(lead_rows)},
         "difference_f": {
-            k: paired_bootstrap([r[k]["f"] for r in system_rows], [r[k]["f"] for r in lead_rows]) for k in ROUGE_TYPES
+            k: asdict(paired_bootstrap_mean([r[k]["f"] for r in system_rows], [r[k]["f"] for r in lead_rows]))
+            for k in ROUGE_TYPES
         },
         "examples": [
             {"doc_id": r["doc_id"], "reference": ref, "system": p, "lead1": l}

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..records import read_docs, read_jsonl, select_range
+
 TASKS = ("pos", "ner", "headline")
 DEFAULT_NER_LABELS = ["PER", "ORG", "LOC"]
 # Fine-tuned prompts leave out few-shot examples: the adapter learns the format, and every
@@ -38,44 +40,6 @@ PLAIN_ANSWER_PREFIX = {"pos": "", "ner": "\n", "headline": " "}
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def parse_range(value: Optional[str]) -> Optional[Tuple[int, Optional[int]]]:
-    """"START:END" (either may be empty) → a slice of the records, for held-out splits."""
-    if not value:
-        return None
-    start, _, end = value.partition(":")
-    return (int(start) if start else 0, int(end) if end else None)
-
-
-def select(items: List[Any], span: Optional[Tuple[int, Optional[int]]], limit: Optional[int]) -> List[Any]:
-    if span is not None:
-        items = items[span[0] : span[1]]
-    if limit is not None:
-        items = items[:limit]
-    return items
-
-
-def read_docs(path: Path, lang: str = "tl"):
-    """Gold docs from a DocBin (.spacy) or CoNLL-U (one doc per sentence, multiword tokens merged
-    into their surface token, as spaCy's converter does)."""
-    import spacy
-    from spacy.tokens import DocBin
-
-    nlp = spacy.blank(lang)
-    path = Path(path)
-    if path.suffix == ".conllu":
-        from spacy.training.converters import conllu_to_docs
-
-        text = path.read_text(encoding="utf8")
-        return list(conllu_to_docs(text, n_sents=1, merge_subtokens=True, append_morphology=False, no_print=True))
-    return list(DocBin().from_disk(path).get_docs(nlp.vocab))
-
-
-def read_jsonl(path: Path) -> List[Dict[str, Any]]:
-    import srsly
-
-    return list(srsly.read_jsonl(str(path)))
 
 
 def make_task(task: str, task_config: Dict[str, Any]):
@@ -244,18 +208,18 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         component = nlp.add_pipe("fillm_summarizer", config=summarizer_config)
         summarizer = {"nlp": nlp, "component": component}
 
-    def load_records(path: Path, span) -> List[Any]:
+    def load_records(path: Path, range_: Optional[str]) -> List[Any]:
         records = read_jsonl(path) if args.task == "headline" else read_docs(path, args.lang)
-        return select(records, span, args.limit)
+        return select_range(records, range_, args.limit)
 
-    train_records = load_records(Path(args.train), parse_range(args.train_range))
+    train_records = load_records(Path(args.train), args.train_range)
     train_pairs = instruction_pairs(args.task, task_config, train_records, summarizer)
     encoded = [e for e in (encode_pair(generator, args.task, p, a, args.max_length) for p, a in train_pairs) if e]
     if not encoded:
         raise SystemExit(f"No training pair fits --max-length {args.max_length} (from {len(train_pairs)} pairs)")
     dev_encoded: List[Tuple[List[int], List[int]]] = []
     if args.dev:
-        dev_records = load_records(Path(args.dev), parse_range(args.dev_range))
+        dev_records = load_records(Path(args.dev), args.dev_range)
         dev_pairs = instruction_pairs(args.task, task_config, dev_records, summarizer)
         dev_encoded = [e for e in (encode_pair(generator, args.task, p, a, args.max_length) for p, a in dev_pairs) if e]
     print(f"[finetune] {args.task}: {len(encoded)} training pairs ({len(train_pairs) - len(encoded)} over "
@@ -404,10 +368,10 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     if args.shots:
         # Few-shot examples from gold docs (outside the test range), through the task's own
         # initialize: spacy.NER.v3 renders them in its chain-of-thought format.
-        shot_docs = select(read_docs(Path(args.shots), args.lang), parse_range(args.shots_range), args.n_shots)
+        shot_docs = select_range(read_docs(Path(args.shots), args.lang), args.shots_range, args.n_shots)
         shots = [Example(doc.copy(), doc) for doc in shot_docs]
         nlp.get_pipe(f"llm_{task}").initialize(get_examples=lambda: shots, nlp=nlp, n_prompt_examples=len(shots))
-    references = select(read_docs(Path(args.test), args.lang), parse_range(args.range), args.limit)
+    references = select_range(read_docs(Path(args.test), args.lang), args.range, args.limit)
     examples = [Example(nlp.make_doc(ref.text), ref) for ref in references]
     started = time.time()
     # What nlp.evaluate does, keeping the processed docs (it scores copies) for --save-responses.
