@@ -453,3 +453,33 @@ def test_prefix_cache_stays_within_its_bound(tiny_gemma3_dir, nlp):
     model.begin_update(docs)
     assert 0 < module.prefix_cache.n_bytes <= 20_000
     assert len(module.prefix_cache.entries) < 30
+
+
+def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
+    """features_into_contextualizer: the BiLSTM reads LLM states and character features, so a
+    feature of the last word reaches the first token (causal attention alone cannot do that)."""
+    from fillm_spacy.layers.llm_encoder import llm_encoder_v1
+
+    features = spacy.registry.architectures.get("spacy.Tok2Vec.v2")(
+        spacy.registry.architectures.get("spacy.MultiHashEmbed.v2")(
+            width=8, attrs=["NORM", "SUFFIX"], rows=[100, 50], include_static_vectors=False
+        ),
+        spacy.registry.architectures.get("spacy.MaxoutWindowEncoder.v2")(width=8, depth=1, window_size=1, maxout_pieces=2),
+    )
+    model = llm_encoder_v1(
+        model_name=str(tiny_gemma3_dir), width=WIDTH, lora_r=0, first_layer=1, last_layer=2, window=32, stride=24,
+        contextualizer_width=16, contextualizer_depth=2, features=features, features_into_contextualizer=True,
+    )
+    docs = [nlp("Kumain ang bata ng mangga"), nlp("Kumain ang bata ng saging")]
+    model.initialize(X=docs)
+    assert encoder_module(next(n for n in model.walk() if n.name == "llm_encoder")).contextualizer is None
+    lstms = [shim._model for node in model.walk() for shim in node.shims if isinstance(shim._model, torch.nn.LSTM)]
+    assert len(lstms) == 1 and lstms[0].num_layers == 2 and lstms[0].bidirectional
+    assert lstms[0].input_size == WIDTH + 8  # LLM states (projected) + character features
+    out = model.predict(docs)
+    assert [o.shape for o in out] == [(5, WIDTH), (5, WIDTH)]
+    assert not np.allclose(out[0][0], out[1][0], atol=1e-6)
+    outputs, backprop = model.begin_update(docs)
+    backprop([np.ones_like(o) for o in outputs])  # gradients flow through the BiLSTM to both inputs
+    with pytest.raises(ValueError, match="features_into_contextualizer"):
+        llm_encoder_v1(model_name=str(tiny_gemma3_dir), features_into_contextualizer=True)

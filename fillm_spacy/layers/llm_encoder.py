@@ -148,6 +148,7 @@ def llm_encoder_v1(
     prefix_cache_mb: int = 0,
     dtype: str = "float32",
     features: Optional[Model[List[Doc], List[Floats2d]]] = None,
+    features_into_contextualizer: bool = False,
 ) -> Model[List[Doc], List[Floats2d]]:
     """`fillm.LLMEncoder.v1`: token vectors from a LoRA-tuned causal LM, for spaCy's tok2vec.
 
@@ -175,12 +176,24 @@ def llm_encoder_v1(
     dtype: torch dtype of the base weights ("float32" on CPU; "bfloat16" for 7B models on GPU).
     features: optional extra token features (e.g. spaCy's MultiHashEmbed + MaxoutWindowEncoder)
         concatenated with the LLM features: Tagalog affixes and reduplication live in characters.
+    features_into_contextualizer: False: the BiLSTM reads the LLM states and `features` join its
+        output; True: the BiLSTM reads both, LLM states (projected to `width`) and `features`
+        (Dozat & Manning 2017 feed word and character features into their BiLSTM).
     """
-    from thinc.api import Maxout, chain, concatenate, with_array
+    from thinc.api import Maxout, PyTorchLSTM, chain, concatenate, with_array
 
     from ..models.loading import load_base_llm
 
+    if features_into_contextualizer and (features is None or contextualizer_width <= 0):
+        raise ValueError("features_into_contextualizer needs `features` and contextualizer_width > 0")
     llm = load_base_llm(model_name, dtype=dtype)
+    bilstm = None
+    if features_into_contextualizer:  # the BiLSTM moves out of the torch module, after the concatenation
+        n_features = features.get_dim("nO")
+        bilstm = PyTorchLSTM(
+            contextualizer_width, width + n_features, bi=True, depth=contextualizer_depth, dropout=contextualizer_dropout
+        )
+        contextualizer_width = 0
     encoder = build_llm_encoder(
         llm,
         width=width,
@@ -204,6 +217,10 @@ def llm_encoder_v1(
     )
     if features is None:
         return encoder
-    combined = chain(concatenate(encoder, features), with_array(Maxout(nO=width, nP=3, normalize=True, dropout=0.0)))
+    mixer = with_array(Maxout(nO=width, nP=3, normalize=True, dropout=0.0))
+    if bilstm is not None:
+        combined = chain(concatenate(encoder, features), bilstm, mixer)
+    else:
+        combined = chain(concatenate(encoder, features), mixer)
     combined.set_dim("nO", width)
     return combined
