@@ -1,4 +1,4 @@
-"""Inference speed options for pipelines with an LLM encoder."""
+"""Int8 dynamic quantization of the base LLM's linear layers for CPU inference (`bench --int8`)."""
 from typing import Iterator, List
 
 import torch
