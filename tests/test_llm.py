@@ -354,6 +354,8 @@ def test_finetune_pos_two_steps_saves_an_adapter_that_reloads(tiny_gemma3_dir, t
         "--lr", "0.05", "--batch-size", "2", "--lora-r", "4",
     ])
     assert report["train_pairs"] == 6 and report["dev_pairs"] == 2 and report["dev_answer_loss_after"] is not None
+    shared = load_base_llm(str(tiny_gemma3_dir))
+    assert not any(p.requires_grad for p in shared.model.parameters())  # training over: nothing trains
     assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_INFO_FILE} <= {p.name for p in adapter_dir.iterdir()}
     info = json.loads((adapter_dir / ADAPTER_INFO_FILE).read_text())
     assert info["task_config"]["@llm_tasks"] == "fillm.POSTagging.v1" and info["chat_format"] == "plain"
@@ -368,8 +370,12 @@ def test_finetune_pos_two_steps_saves_an_adapter_that_reloads(tiny_gemma3_dir, t
     trained, again, base = (adapter_logits(llm, n, ids) for n in (trained_name, reloaded.adapter_name, None))
     assert torch.allclose(trained, again, atol=1e-5)
     assert not torch.allclose(trained, base, atol=1e-4)  # the two steps changed the model
+    # Generation trains nothing, with an adapter or with the base model (peft's set_adapter and
+    # disable_adapter un-freeze adapters).
     reloaded.generate(["1\tKumain\t"])
-    assert not any(p.requires_grad for n, p in llm.model.named_parameters() if reloaded.adapter_name in n)
+    assert not any(p.requires_grad for p in llm.model.parameters())
+    fillm_local_llm_v1(str(tiny_gemma3_dir), max_new_tokens=2).generate(["1\tKumain\t"])
+    assert not any(p.requires_grad for p in llm.model.parameters())
 
     metrics = tmp_path / "metrics" / "llm_pos.json"
     result = finetune_main([

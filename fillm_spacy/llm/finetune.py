@@ -181,7 +181,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
-    from ..models.adapters import active_adapter, adapter_parameters, add_lora_adapter, new_adapter_name
+    from ..models.adapters import active_adapter, adapter_parameters, add_lora_adapter, new_adapter_name, train_only
     from ..models.loading import load_base_llm
     from .local_model import ADAPTER_INFO_FILE, LocalLLM
 
@@ -244,8 +244,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     dev_before = answer_loss(llm, adapter_name, dev_encoded, pad_id, args.batch_size) if dev_encoded else None
     started = time.time()
     with active_adapter(llm, adapter_name):
-        for param in params:
-            param.requires_grad_(True)
+        train_only(llm, adapter_name)
         for step in range(args.max_steps):
             llm.model.train()
             optimizer.zero_grad()
@@ -265,9 +264,9 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                 print(f"[finetune] step {step + 1}/{args.max_steps} loss {step_loss:.4f} "
                       f"({time.time() - started:.0f}s)", file=sys.stderr)
     llm.model.eval()
-    for _, p in adapter_parameters(llm, adapter_name):
-        p.requires_grad_(False)
     dev_after = answer_loss(llm, adapter_name, dev_encoded, pad_id, args.batch_size) if dev_encoded else None
+    # Training is over: nothing of the shared model trains (set_adapter un-froze this adapter).
+    train_only(llm, None)
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

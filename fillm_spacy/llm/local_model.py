@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..models.adapters import active_adapter, new_adapter_name
+from ..models.adapters import active_adapter, new_adapter_name, train_only
 from ..models.loading import BaseLLM, check_fingerprint, load_base_llm
 
 CHAT_FORMATS = ("auto", "plain", "seallm", "tokenizer")
@@ -62,9 +62,9 @@ def load_saved_adapter(llm: BaseLLM, path: str) -> str:
                 )
             else:
                 llm.peft_model.load_adapter(str(directory), adapter_name=adapter_name, is_trainable=False)
-            for param_name, param in llm.model.named_parameters():
-                if f".{adapter_name}." in param_name:
-                    param.requires_grad_(False)
+            # Loading un-freezes what it touches; a component that trains an adapter marks it
+            # trainable again whenever it runs it (peft's set_adapter).
+            train_only(llm, None)
         _loaded_adapters[key] = adapter_name
         return adapter_name
 
@@ -198,7 +198,6 @@ class LocalLLM:
         """One response per prompt. Prompts are batched by length; decoding is greedy."""
         from transformers import GenerationConfig, StoppingCriteriaList
 
-        max_new = max_new_tokens or self.max_new_tokens
         tokenizer = self.llm.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -206,7 +205,7 @@ class LocalLLM:
         if im_end is not None:
             eos_ids.append(im_end)
         config = GenerationConfig(
-            max_new_tokens=max_new,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
             do_sample=False,
             num_beams=1,
             pad_token_id=pad_id,
@@ -218,41 +217,39 @@ class LocalLLM:
         responses: List[str] = [""] * len(encoded)
         pieces = [0] * len(encoded)
         model = self.llm.model
-        with active_adapter(self.llm, self.adapter_name):
+        device = next(model.parameters()).device
+        with self.llm.lock:
             was_training = model.training
             model.eval()
             try:
-                for start in range(0, len(order), self.batch_size):
-                    rows = order[start : start + self.batch_size]
-                    width = max(len(encoded[i]) for i in rows)
-                    # Decoder-only generation pads on the left so every row continues at the same column.
-                    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-                    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-                    for j, i in enumerate(rows):
-                        ids = encoded[i]
-                        input_ids[j, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                        attention_mask[j, width - len(ids) :] = 1
-                    device = next(model.parameters()).device
-                    criteria = StoppingCriteriaList([make_stop_criterion(tokenizer, width, self.stop)])
-                    with torch.inference_mode():
+                with active_adapter(self.llm, self.adapter_name), torch.inference_mode():
+                    for start in range(0, len(order), self.batch_size):
+                        rows = order[start : start + self.batch_size]
+                        width = max(len(encoded[i]) for i in rows)
+                        # Decoder-only generation pads on the left so every row continues at the same column.
+                        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+                        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+                        for j, i in enumerate(rows):
+                            ids = encoded[i]
+                            input_ids[j, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                            attention_mask[j, width - len(ids) :] = 1
+                        criteria = StoppingCriteriaList([make_stop_criterion(tokenizer, width, self.stop)])
                         output = model.generate(
                             input_ids=input_ids.to(device),
                             attention_mask=attention_mask.to(device),
                             generation_config=config,
                             stopping_criteria=criteria,
                         )
-                    for j, i in enumerate(rows):
-                        new = output[j, width:]
-                        # Rows that finished early are padded to the longest row.
-                        pieces[i] = int((new != pad_id).sum())
-                        responses[i] = self.cut_at_stop(tokenizer.decode(new, skip_special_tokens=True))
+                        for j, i in enumerate(rows):
+                            new = output[j, width:]
+                            # Rows that finished early are padded to the longest row.
+                            pieces[i] = int((new != pad_id).sum())
+                            responses[i] = self.cut_at_stop(tokenizer.decode(new, skip_special_tokens=True))
             finally:
                 model.train(was_training)
-                if self.adapter_name is not None:
-                    # peft's set_adapter marks the active adapter trainable; this one never trains.
-                    for param_name, param in model.named_parameters():
-                        if f".{self.adapter_name}." in param_name:
-                            param.requires_grad_(False)
+                # peft's set_adapter and disable_adapter mark adapters trainable; generation trains
+                # none (a component that trains one marks it again whenever it runs it).
+                train_only(self.llm, None)
         self.last_response_pieces = pieces
         return responses
 
