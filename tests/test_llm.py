@@ -2,6 +2,7 @@
 fine-tuning. Tiny random models: outputs are garbage, so tests check shapes, validity, counting
 and wiring; scripted responses check that parsed answers land on the right tokens."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,19 @@ def test_chat_formats(tiny_gemma_dir):
     assert ids.count(llm.tokenizer.eos_token_id) == 2  # <eos> is the special token, not text
     with pytest.raises(ValueError):
         LocalLLM(llm, chat_format="tokenizer")  # no chat template to use
+
+
+def test_generation_stops_at_a_stop_string(tiny_gemma3_dir):
+    prompts = ["Si Maria ay kumain ng", "Ang bata"]
+    free_model = fillm_local_llm_v1(str(tiny_gemma3_dir), max_new_tokens=12, stop=[])
+    free = free_model.generate(prompts)
+    assert free_model.last_response_pieces == [12, 12]
+    stop = re.findall(r"[A-Za-z]{2,}", free[0][4:])[0]  # a word the first response writes later on
+    model = fillm_local_llm_v1(str(tiny_gemma3_dir), max_new_tokens=12, stop=[stop])
+    stopped = model.generate(prompts)
+    assert stopped[0] == free[0][: free[0].index(stop)]
+    assert model.last_response_pieces[0] < 12  # generation ended there, it was not only cut afterwards
+    assert stopped[1] == (free[1][: free[1].index(stop)] if stop in free[1] else free[1])
 
 
 def test_responses_end_at_stop_strings(tiny_gemma_dir):

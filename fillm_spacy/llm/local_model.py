@@ -85,25 +85,6 @@ def resolve_chat_format(chat_format: str, llm: BaseLLM) -> str:
     return "plain"
 
 
-def make_stop_criterion(tokenizer, prompt_length: int, stop: Sequence[str]):
-    """A transformers stopping criterion: a row stops once its new text (leading whitespace
-    aside, so an answer opening with a blank line is not cut empty) contains a stop string."""
-    from transformers import StoppingCriteria
-
-    class StopOnStrings(StoppingCriteria):
-        def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-            done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-            if not stops:
-                return done
-            for row in range(input_ids.shape[0]):
-                text = tokenizer.decode(input_ids[row, prompt_length:], skip_special_tokens=True).lstrip()
-                done[row] = any(s in text for s in stops)
-            return done
-
-    stops = [s for s in stop if s]
-    return StopOnStrings()
-
-
 class LocalLLM:
     """Greedy (deterministic) generation with the shared base LLM and an optional adapter."""
 
@@ -195,8 +176,11 @@ class LocalLLM:
         return text[:cut]
 
     def generate(self, prompts: Sequence[str], max_new_tokens: Optional[int] = None) -> List[str]:
-        """One response per prompt. Prompts are batched by length; decoding is greedy."""
-        from transformers import GenerationConfig, StoppingCriteriaList
+        """One response per prompt. Prompts are batched by length; decoding is greedy. A row stops
+        at its first stop string (transformers' `stop_strings`, matched on the pieces as they are
+        generated: a stop string completed right at the start of the response ends it too) and
+        its text is cut before that string."""
+        from transformers import GenerationConfig
 
         tokenizer = self.llm.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -211,6 +195,7 @@ class LocalLLM:
             pad_token_id=pad_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=eos_ids or None,
+            stop_strings=[stop for stop in self.stop if stop] or None,
         )
         encoded = [self.encode_prompt(p) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -233,12 +218,11 @@ class LocalLLM:
                             ids = encoded[i]
                             input_ids[j, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                             attention_mask[j, width - len(ids) :] = 1
-                        criteria = StoppingCriteriaList([make_stop_criterion(tokenizer, width, self.stop)])
                         output = model.generate(
                             input_ids=input_ids.to(device),
                             attention_mask=attention_mask.to(device),
                             generation_config=config,
-                            stopping_criteria=criteria,
+                            tokenizer=tokenizer,  # transformers matches stop strings on its vocabulary
                         )
                         for j, i in enumerate(rows):
                             new = output[j, width:]
