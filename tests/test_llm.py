@@ -229,28 +229,49 @@ def test_pos_parser_truncated_table():
     assert parse_pos_table("", TOKENS).n_missing == len(TOKENS)
 
 
-def test_pos_pipe_on_tiny_model_tags_every_token_and_counts_repairs(tiny_model_dir):
+def test_pos_pipe_on_tiny_model_tags_every_token(tiny_model_dir):
     nlp = pos_nlp(tiny_model_dir)
     pipe = nlp.get_pipe("llm_pos")
-    docs = list(nlp.pipe([d.text for d in sample_docs(3)]))
-    total = 0
+    docs = list(nlp.pipe(["Kumain si Maria ng mangga.", "Umuwi siya kahapon."]))
+    assert [len(doc) for doc in docs] == [6, 4]  # the final periods are tokens of their own
     for doc in docs:
         assert all(token.pos_ in UPOS_TAGS for token in doc)
         stats = doc.user_data[USER_DATA_KEY]
-        assert stats["tokens"] == sum(1 for t in doc if not t.is_space)
-        # The count is exactly what the parser had to repair in the saved responses.
-        responses = doc.user_data["llm_io"]["llm_pos"]["response"]
-        shards = pipe.task.shards(doc)
-        assert len(responses) == len(shards)
-        expected = 0
-        for response, shard in zip(responses, shards):
-            forms = pipe.task.prompt_tokens(shard)
-            # The prompt started the answer's first row; the parser reads it back with the response.
-            expected += parse_pos_table(pipe.task.answer_start(forms) + response, forms).n_repaired
-        assert stats["repaired"] == expected
-        total += stats["repaired"]
-    assert pipe.task.counts["repaired"] == total
-    assert pipe.task.counts["tokens"] == sum(1 for d in docs for t in d if not t.is_space)
+        assert stats["repaired"] == stats["missing"] + stats["invalid"] <= stats["tokens"]
+    assert [doc.user_data[USER_DATA_KEY]["tokens"] for doc in docs] == [6, 4]
+    assert (pipe.task.counts["tokens"], pipe.task.counts["responses"]) == (10, 2)
+
+
+def test_pos_pipe_counts_repairs(tiny_gemma3_dir, monkeypatch):
+    nlp = pos_nlp(tiny_gemma3_dir)
+    pipe = nlp.get_pipe("llm_pos")
+    # Each prompt starts the answer ("1<TAB>first token<TAB>"); the responses go on from there.
+    responses = {
+        "Kumain": "VERB\n2\tsi\tDETERMINER\n3\tMaria\tPROPN",  # 2: no UPOS tag; 4-6: no rows
+        "Umuwi": "VERB\n2\tsiya\tPRON\n3\tkahapon\tADV\n4\t.\tPUNCT",
+    }
+    scripted = ScriptedAnswers(lambda prompt: responses[prompt.rsplit("Answer:\n1\t", 1)[1].rstrip("\t")])
+    monkeypatch.setattr(pipe._model, "generate", scripted)
+    first, second = nlp.pipe(["Kumain si Maria ng mangga.", "Umuwi siya kahapon."])
+    assert [t.pos_ for t in first] == ["VERB", "X", "PROPN", "X", "X", "X"]
+    assert first.user_data[USER_DATA_KEY] == {"tokens": 6, "repaired": 4, "missing": 3, "invalid": 1}
+    assert [t.pos_ for t in second] == ["VERB", "PRON", "ADV", "PUNCT"]
+    assert second.user_data[USER_DATA_KEY] == {"tokens": 4, "repaired": 0, "missing": 0, "invalid": 0}
+    assert pipe.task.counts == {"tokens": 10, "repaired": 4, "missing": 3, "invalid": 1, "responses": 2}
+
+
+def test_pos_prompts_are_sharded_to_the_model_context():
+    nlp = spacy.blank("tl")
+    task = make_pos_task(max_tokens_per_prompt=1000)
+    doc = nlp.make_doc(" ".join(["salita"] * 400) + ".")
+    (whole, _), = task.generate_prompts([doc])
+    assert len(list(whole)) == 1  # no context length: one slice of 401 tokens, one prompt
+    (prompts, shards), = task.generate_prompts([doc], context_length=500)
+    prompts, shards = list(prompts), list(shards)
+    # spacy-llm's shard mapper counts whitespace-separated words, with a 10% margin.
+    assert len(prompts) > 1 and all(len(prompt.split()) * 1.1 <= 500 for prompt in prompts)
+    assert sum(len(shard) for shard in shards) == 401
+    assert "".join(shard.text for shard in shards) == doc.text
 
 
 def test_pos_pipe_shards_long_docs_and_maps_answers_back(tiny_gemma3_dir, monkeypatch):
@@ -289,7 +310,10 @@ def test_pos_task_whitespace_tokens_are_not_asked(tiny_gemma3_dir, monkeypatch):
 def test_pos_task_validates_examples():
     with pytest.raises(ValueError):
         make_pos_task(examples=lambda: [{"text": "Kumain", "tokens": ["Kumain"], "tags": ["VERBO"]}])
-    assert "Sentence:" not in make_pos_task(use_default_examples=False).render("Kumain.", ["Kumain", "."]).split("Tags:")[0]
+    doc = spacy.blank("tl").make_doc("Kumain siya.")
+    for task, n_sentences in ((make_pos_task(), 3), (make_pos_task(use_default_examples=False), 1)):
+        (prompt,), _ = next(iter(task.generate_prompts([doc])))
+        assert prompt.count("Sentence:") == n_sentences  # two built-in examples, or none, then the doc
 
 
 def test_pos_examples_from_gold_data_and_serialization(tiny_gemma3_dir, gold_examples, tmp_path):

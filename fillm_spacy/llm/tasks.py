@@ -9,23 +9,30 @@ spacy-llm 0.7 has no part-of-speech task. This one follows Matsuda et al. (2025,
 The prompt lists the spaCy tokens already numbered, so the answer maps back to tokens by
 number, never by re-tokenizing the model's text. By default the answer is started for the
 model ("1<TAB>first token<TAB>"): a small base model otherwise tends to copy the token list
-again instead of tagging it; the parser reads the started row as part of the answer. The parser is lenient about form (tabs,
-pipes or spaces between columns; the form column may be missing) and strict about content:
-a token whose tag is missing, unreadable or not a UPOS tag is repaired to `X`, and every repair
-is counted, per doc in `doc.user_data["fillm_pos"]` and in total on the task (`task.counts`).
+again instead of tagging it; the parser reads the started row as part of the answer. The parser
+is lenient about form (tabs, pipes or spaces between columns; the form column may be missing)
+and strict about content: a token whose tag is missing, unreadable or not a UPOS tag is repaired
+to `X`, and every repair is counted, per doc in `doc.user_data["fillm_pos"]` and in total on the
+task (`task.counts`).
+
+The task is a spacy-llm `BuiltinTask`, built like `spacy.Lemma.v1`: spacy-llm renders the
+prompts, shards what does not fit the model's `context_length` (`spacy.ShardMapper.v1` by
+default) and serializes the task. Ahead of that sharding, a doc is cut into its sentences and
+those into slices of at most `max_tokens_per_prompt` tokens, whatever the model: the answer grows
+with the tokens asked, and a prompt's answer table must fit the model's `max_new_tokens`.
 """
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import jinja2
-import jinja2.sandbox
-import srsly
-from spacy import util
 from spacy.language import Language
 from spacy.scorer import Scorer
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc
 from spacy.training import Example
+from spacy_llm.tasks.builtin_task import BuiltinTask
+from spacy_llm.tasks.util.sharding import make_shard_mapper
+from spacy_llm.ty import ExamplesConfigType, FewshotExample, ShardMapper, ShardReducer, TaskResponseParser
 
 UPOS_DEFINITIONS = {
     "ADJ": "adjective",
@@ -73,7 +80,7 @@ Answer:
 {{ loop.index }}	{{ token }}	{{ example.tags[loop.index0] }}
 {% endfor -%}
 {% endfor %}
-Sentence: {{ text }}
+Sentence: {{ text | trim }}
 Tokens:
 {% for token in tokens -%}
 {{ loop.index }}	{{ token }}
@@ -94,25 +101,6 @@ DEFAULT_EXAMPLES = [
         "tags": ["ADV", "ADV", "VERB", "DET", "NOUN", "CCONJ", "DET", "DET", "NOUN", "PUNCT"],
     },
 ]
-
-
-@dataclass
-class POSExample:
-    """A few-shot example: a sentence, its tokens and their UPOS tags."""
-
-    text: str
-    tokens: List[str]
-    tags: List[str]
-
-    @classmethod
-    def from_doc(cls, doc: Doc) -> Optional["POSExample"]:
-        tokens = [t for t in doc if not t.is_space]
-        if not tokens or any(t.pos_ not in UPOS_DEFINITIONS for t in tokens):
-            return None
-        return cls(text=doc.text, tokens=[t.text for t in tokens], tags=[t.pos_ for t in tokens])
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"text": self.text, "tokens": list(self.tokens), "tags": list(self.tags)}
 
 
 @dataclass
@@ -225,98 +213,138 @@ def parse_pos_table(response: str, tokens: Sequence[str], repair_tag: str = "X")
     return result
 
 
+def parse_pos_responses_v1(
+    task: "POSTaggingTask", shards: Iterable[Iterable[Doc]], responses: Iterable[Iterable[str]]
+) -> Iterable[List[TableParse]]:
+    """Per doc, the parsed table of each shard's response; the part of the answer the prompt
+    already held is read back with it."""
+    for doc_shards, doc_responses in zip(shards, responses):
+        parsed = []
+        for shard, response in zip(doc_shards, doc_responses):
+            forms = task.prompt_tokens(shard)
+            parsed.append(parse_pos_table(task.answer_start(forms) + str(response), forms, task.repair_tag))
+        yield parsed
+
+
+def token_slices(doc: Doc, max_tokens: int) -> List[Doc]:
+    """The doc's sentences (the whole doc if it has none), each cut into slices of at most
+    `max_tokens` tokens; a doc with no tokens is its own single slice."""
+    units = list(doc.sents) if doc.has_annotation("SENT_START") else [doc[:]]
+    slices = [
+        doc[start : min(start + max_tokens, unit.end)].as_doc(copy_user_data=True)
+        for unit in units
+        for start in range(unit.start, unit.end, max_tokens)
+    ]
+    return slices or [doc]
+
+
+def make_slicing_shard_mapper(max_tokens_per_prompt: int, fit_to_context: ShardMapper) -> ShardMapper:
+    """Token slices of the doc (`token_slices`), each sharded further by `fit_to_context` when its
+    prompt exceeds the model's context length."""
+
+    def map_doc_to_shards(doc: Doc, i_doc: int, context_length: int, render_template: Callable) -> List[Doc]:
+        return [
+            shard
+            for piece in token_slices(doc, max_tokens_per_prompt)
+            for shard in fit_to_context(piece, i_doc, context_length, render_template)
+        ]
+
+    return map_doc_to_shards
+
+
+def reduce_shards_to_doc(task: "POSTaggingTask", shards: Iterable[Doc]) -> Doc:
+    """The doc again from its shards. They are consecutive token slices that carry their own
+    whitespace, so they are joined as they are (ensure_whitespace would add a space between two
+    slices of "Maria." cut before the period)."""
+    return Doc.from_docs(list(shards), ensure_whitespace=False)
+
+
 def score_pos(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
     """spaCy's token-attribute scorer on `pos` (gold/predicted tokenizations aligned)."""
     return Scorer.score_token_attr(examples, "pos", **kwargs)
 
 
-class POSTaggingTask:
-    """Generates one prompt per shard (a sentence, or a slice of at most `max_tokens_per_prompt`
-    tokens) and sets `token.pos_` on the original doc from the parsed tables."""
+class POSTaggingTask(BuiltinTask):
+    """One prompt per shard (see the module docstring); sets `token.pos_` on every token from the
+    parsed tables and counts the repairs."""
 
     def __init__(
         self,
         *,
-        template: str = POS_TEMPLATE_V1,
-        language: str = "Tagalog",
-        prompt_examples: Optional[List[POSExample]] = None,
-        definitions: Optional[Dict[str, str]] = None,
-        max_tokens_per_prompt: int = 48,
-        repair_tag: str = "X",
-        start_answer: bool = True,
-        scorer: Optional[Callable[..., Dict[str, Any]]] = None,
+        parse_responses: TaskResponseParser["POSTaggingTask"],
+        prompt_example_type: type,
+        template: str,
+        prompt_examples: Optional[List["POSExample"]],
+        shard_mapper: ShardMapper,
+        shard_reducer: ShardReducer["POSTaggingTask"],
+        language: str,
+        max_tokens_per_prompt: int,
+        repair_tag: str,
+        start_answer: bool,
+        scorer: Callable[..., Dict[str, Any]],
     ):
         if repair_tag not in UPOS_DEFINITIONS:
             raise ValueError(f"repair_tag must be a UPOS tag, not '{repair_tag}'")
         if max_tokens_per_prompt < 1:
             raise ValueError("max_tokens_per_prompt must be at least 1")
-        self._template = template
-        self.language = language
-        self._prompt_examples = list(prompt_examples or [])
-        self.definitions = dict(definitions or UPOS_DEFINITIONS)
-        self.max_tokens_per_prompt = max_tokens_per_prompt
-        self.repair_tag = repair_tag
-        self.start_answer = start_answer
-        self._scorer = scorer or score_pos
+        super().__init__(
+            parse_responses=parse_responses,
+            prompt_example_type=prompt_example_type,
+            template=template,
+            prompt_examples=prompt_examples,
+            shard_mapper=make_slicing_shard_mapper(max_tokens_per_prompt, shard_mapper),
+            shard_reducer=shard_reducer,
+        )
+        self._language = language
+        self._repair_tag = repair_tag
+        self._start_answer = start_answer
+        self._scorer = scorer
         self.counts = {"tokens": 0, "repaired": 0, "missing": 0, "invalid": 0, "responses": 0}
 
     @property
-    def prompt_template(self) -> str:
-        return self._template
-
-    @property
-    def prompt_examples(self) -> List[POSExample]:
+    def prompt_examples(self) -> List["POSExample"]:
         return self._prompt_examples
 
-    def shards(self, doc: Doc) -> List[Span]:
-        """Sentences if the doc has them, else the doc; each cut to `max_tokens_per_prompt`."""
-        pieces = list(doc.sents) if doc.has_annotation("SENT_START") else [doc[:]]
-        shards: List[Span] = []
-        for piece in pieces:
-            for start in range(piece.start, piece.end, self.max_tokens_per_prompt):
-                shards.append(doc[start : min(start + self.max_tokens_per_prompt, piece.end)])
-        return shards
+    @property
+    def repair_tag(self) -> str:
+        return self._repair_tag
+
+    @property
+    def _cfg_keys(self) -> List[str]:
+        return ["_template", "_language", "_repair_tag", "_start_answer"]
+
+    def generate_prompts(
+        self, docs: Iterable[Doc], context_length: Optional[int] = None
+    ) -> Iterable[Tuple[Iterable[Any], Iterable[Doc]]]:
+        """Per doc: (prompts, shards), one prompt per shard. spacy-llm shards only when the model
+        reports a context length; the token slices are cut whatever the model."""
+        return super().generate_prompts(docs, math.inf if context_length is None else context_length)
 
     @staticmethod
-    def prompt_tokens(shard: Span) -> List[str]:
+    def prompt_tokens(shard: Doc) -> List[str]:
         """Tokens the model is asked about: whitespace tokens have no UD tag and are left out."""
         return [t.text for t in shard if not t.is_space]
 
     def answer_start(self, tokens: Sequence[str]) -> str:
         """The part of the answer the prompt already contains (the first row up to its tag)."""
-        return f"1\t{tokens[0]}\t" if self.start_answer and tokens else ""
+        return f"1\t{tokens[0]}\t" if self._start_answer and tokens else ""
 
-    def render(self, text: str, tokens: Sequence[str]) -> str:
-        environment = jinja2.sandbox.SandboxedEnvironment(keep_trailing_newline=True)
-        return environment.from_string(self._template).render(
-            text=text,
-            tokens=list(tokens),
-            language=self.language,
-            definitions=self.definitions,
-            prompt_examples=self._prompt_examples,
-            answer_start=self.answer_start(tokens),
-        )
+    def _get_prompt_data(self, shard: Doc, i_shard: int, i_doc: int, n_shards: int) -> Dict[str, Any]:
+        tokens = self.prompt_tokens(shard)
+        return {
+            "tokens": tokens,
+            "language": self._language,
+            "definitions": UPOS_DEFINITIONS,
+            "answer_start": self.answer_start(tokens),
+        }
 
-    def generate_prompts(
-        self, docs: Iterable[Doc], context_length: Optional[int] = None
-    ) -> Iterable[Tuple[Iterable[str], Iterable[Span]]]:
-        """Per doc: (prompts, shards), one prompt per shard; a doc with no tokens has one empty shard."""
-        for doc in docs:
-            shards = self.shards(doc) if len(doc) else [doc[:]]
-            yield [self.render(shard.text, self.prompt_tokens(shard)) for shard in shards], shards
-
-    def parse_responses(
-        self, shards: Iterable[Iterable[Span]], responses: Iterable[Iterable[str]]
-    ) -> Iterable[Doc]:
+    def parse_responses(self, shards: Iterable[Iterable[Doc]], responses: Iterable[Iterable[str]]) -> Iterable[Doc]:
         """Set `pos_` on every token of each doc; record what had to be repaired."""
-        for doc_shards, doc_responses in zip(shards, responses):
-            doc_shards, doc_responses = list(doc_shards), list(doc_responses)
-            doc = doc_shards[0].doc
+        shards_teed = self._tee_2d_iterable(shards, 2)
+        for doc_shards, parsed_shards in zip(shards_teed[0], self._parse_responses(self, shards_teed[1], responses)):
             stats = {"tokens": 0, "repaired": 0, "missing": 0, "invalid": 0}
-            for shard, response in zip(doc_shards, doc_responses):
+            for shard, parsed in zip(doc_shards, parsed_shards):
                 asked = [t for t in shard if not t.is_space]
-                forms = [t.text for t in asked]
-                parsed = parse_pos_table(self.answer_start(forms) + str(response), forms, self.repair_tag)
                 for token, tag in zip(asked, parsed.tags):
                     token.pos_ = tag
                 for token in shard:
@@ -326,10 +354,11 @@ class POSTaggingTask:
                 stats["repaired"] += parsed.n_repaired
                 stats["missing"] += parsed.n_missing
                 stats["invalid"] += parsed.n_invalid
+            doc = self._shard_reducer(self, doc_shards)
             doc.user_data[USER_DATA_KEY] = stats
             for key, value in stats.items():
                 self.counts[key] += value
-            self.counts["responses"] += len(doc_responses)
+            self.counts["responses"] += len(doc_shards)
             yield doc
 
     def scorer(self, examples: Iterable[Example]) -> Dict[str, Any]:
@@ -341,51 +370,39 @@ class POSTaggingTask:
         nlp: Language,
         n_prompt_examples: int = 0,
     ) -> None:
-        """Take up to `n_prompt_examples` few-shot examples (-1: all) from the gold examples,
-        in place of the current ones."""
+        """Take up to `n_prompt_examples` few-shot examples (-1: all) from the gold examples, in
+        place of the current ones (the built-in examples included); 0 keeps the current ones."""
         if n_prompt_examples == 0:
             return
-        examples: List[POSExample] = []
-        for eg in get_examples():
-            if 0 <= n_prompt_examples <= len(examples):
-                break
-            example = POSExample.from_doc(eg.reference)
-            if example is not None:
-                examples.append(example)
-        self._prompt_examples = examples
+        self._prompt_examples = []
+        super()._initialize(get_examples=get_examples, nlp=nlp, n_prompt_examples=n_prompt_examples)
 
-    # Serialization: the configuration comes from the config; examples chosen at initialize travel.
-    def _state(self) -> Dict[str, Any]:
-        return {"prompt_examples": [eg.to_dict() for eg in self._prompt_examples]}
 
-    def _set_state(self, state: Dict[str, Any]) -> None:
-        self._prompt_examples = [POSExample(**eg) for eg in state.get("prompt_examples", [])]
+class POSExample(FewshotExample[POSTaggingTask]):
+    """A few-shot example: a sentence, its tokens and their UPOS tags."""
 
-    def to_bytes(self, *, exclude: Tuple[str] = cast(Tuple[str], tuple())) -> bytes:
-        return srsly.msgpack_dumps(self._state())
+    text: str
+    tokens: List[str]
+    tags: List[str]
 
-    def from_bytes(self, bytes_data: bytes, *, exclude: Tuple[str] = cast(Tuple[str], tuple())) -> "POSTaggingTask":
-        self._set_state(srsly.msgpack_loads(bytes_data))
-        return self
-
-    def to_disk(self, path, *, exclude: Tuple[str] = cast(Tuple[str], tuple())) -> None:
-        path = util.ensure_path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / "task.json", self._state())
-
-    def from_disk(self, path, *, exclude: Tuple[str] = cast(Tuple[str], tuple())) -> "POSTaggingTask":
-        path = util.ensure_path(path)
-        if (path / "task.json").exists():
-            self._set_state(srsly.read_json(path / "task.json"))
-        return self
+    @classmethod
+    def generate(cls, example: Example, task: POSTaggingTask) -> Optional["POSExample"]:
+        """From a gold doc whose every (non-whitespace) token has a UPOS tag; else None."""
+        tokens = [t for t in example.reference if not t.is_space]
+        if not tokens or any(t.pos_ not in UPOS_DEFINITIONS for t in tokens):
+            return None
+        return cls(text=example.reference.text, tokens=[t.text for t in tokens], tags=[t.pos_ for t in tokens])
 
 
 def make_pos_task(
     template: str = POS_TEMPLATE_V1,
-    language: str = "Tagalog",
-    examples: Optional[Callable[[], Iterable[Dict[str, Any]]]] = None,
+    parse_responses: Optional[TaskResponseParser[POSTaggingTask]] = None,
+    examples: ExamplesConfigType = None,
     use_default_examples: bool = True,
+    language: str = "Tagalog",
     max_tokens_per_prompt: int = 48,
+    shard_mapper: Optional[ShardMapper] = None,
+    shard_reducer: Optional[ShardReducer] = None,
     repair_tag: str = "X",
     start_answer: bool = True,
     scorer: Optional[Callable[..., Dict[str, Any]]] = None,
@@ -393,13 +410,17 @@ def make_pos_task(
     """`fillm.POSTagging.v1` (spacy-llm `llm_tasks`): UPOS tagging with a step-by-step prompt
     and a numbered token table.
 
-    template: Jinja prompt (gets text, tokens, language, definitions, prompt_examples).
-    language: named in the prompt.
+    template: Jinja prompt (gets text, tokens, language, definitions, prompt_examples, answer_start).
+    parse_responses: reads the responses into tables (default: `parse_pos_responses_v1`).
     examples: few-shot examples ({"text", "tokens", "tags"}), e.g. from `spacy.FewShotReader.v1`;
         replaces the two built-in Tagalog examples.
     use_default_examples: with no `examples`, use the built-in Tagalog examples (a base model
         learns the output format from them); False = zero-shot.
+    language: named in the prompt.
     max_tokens_per_prompt: longer sentences are tagged in slices of this many tokens.
+    shard_mapper: shards a slice whose prompt exceeds the model's context length (default:
+        spacy-llm's `spacy.ShardMapper.v1`).
+    shard_reducer: joins a doc's shards back into one doc (default: `reduce_shards_to_doc`).
     repair_tag: the tag given to tokens the response leaves untagged or mis-tagged (counted).
     start_answer: end the prompt with the first row up to its tag ("1<TAB>token<TAB>"), so the
         model starts tagging instead of copying the token list; the parser adds it back.
@@ -413,11 +434,15 @@ def make_pos_task(
         if len(eg.tokens) != len(eg.tags) or any(tag not in UPOS_DEFINITIONS for tag in eg.tags):
             raise ValueError(f"Few-shot example '{eg.text}' needs one UPOS tag per token")
     return POSTaggingTask(
+        parse_responses=parse_responses or parse_pos_responses_v1,
+        prompt_example_type=POSExample,
         template=template,
-        language=language,
         prompt_examples=prompt_examples,
+        shard_mapper=shard_mapper or make_shard_mapper(),
+        shard_reducer=shard_reducer or reduce_shards_to_doc,
+        language=language,
         max_tokens_per_prompt=max_tokens_per_prompt,
         repair_tag=repair_tag,
         start_answer=start_answer,
-        scorer=scorer,
+        scorer=scorer or score_pos,
     )
