@@ -15,7 +15,7 @@ from spacy.tokens import Doc, DocBin, Span
 
 from .conftest import sample_docs
 from fillm_spacy.llm.finetune import main as finetune_main
-from fillm_spacy.llm.local_model import ADAPTER_INFO_FILE, LocalLLM, fillm_local_llm_v1
+from fillm_spacy.llm.local_model import ADAPTER_INFO_FILE, fillm_local_llm_v1
 from fillm_spacy.llm.tasks import UPOS_TAGS, USER_DATA_KEY, make_pos_task, parse_pos_table
 from fillm_spacy.models.loading import load_base_llm
 
@@ -110,8 +110,8 @@ def test_generation_is_greedy_and_bounded(tiny_gemma_dir):
 
 def test_chat_formats(tiny_gemma_dir):
     llm = load_base_llm(str(tiny_gemma_dir))
-    assert LocalLLM(llm).chat_format == "plain"  # a base model without a chat template
-    seallm = LocalLLM(llm, chat_format="seallm")
+    assert fillm_local_llm_v1(str(tiny_gemma_dir)).chat_format == "plain"  # a base model without a chat template
+    seallm = fillm_local_llm_v1(str(tiny_gemma_dir), chat_format="seallm")
     assert seallm.format_prompt("Kumusta?") == (
         "<|im_start|>system\nYou are a helpful assistant.<eos>\n<|im_start|>user\nKumusta?<eos>\n<|im_start|>assistant\n"
     )
@@ -119,7 +119,7 @@ def test_chat_formats(tiny_gemma_dir):
     assert ids[0] == llm.tokenizer.bos_token_id and ids.count(llm.tokenizer.bos_token_id) == 1
     assert ids.count(llm.tokenizer.eos_token_id) == 2  # <eos> is the special token, not text
     with pytest.raises(ValueError):
-        LocalLLM(llm, chat_format="tokenizer")  # no chat template to use
+        fillm_local_llm_v1(str(tiny_gemma_dir), chat_format="tokenizer")  # no chat template to use
 
 
 def test_generation_stops_at_a_stop_string(tiny_gemma3_dir):
@@ -136,14 +136,14 @@ def test_generation_stops_at_a_stop_string(tiny_gemma3_dir):
 
 
 def test_responses_end_at_stop_strings(tiny_gemma_dir):
-    model = LocalLLM(load_base_llm(str(tiny_gemma_dir)), stop=["\n\n", "Paragraph:"])
+    model = fillm_local_llm_v1(str(tiny_gemma_dir), stop=["\n\n", "Paragraph:"])
     assert model.cut_at_stop("\n1. Rizal | True | PER | x\nParagraph: Iba pa") == "1. Rizal | True | PER | x\n"
     assert model.cut_at_stop("\n\nParagraph: Iba pa") == ""  # leading blank lines are not the end
-    assert LocalLLM(load_base_llm(str(tiny_gemma_dir))).stop == ["\n\n"]  # plain prompts: a blank line
+    assert fillm_local_llm_v1(str(tiny_gemma_dir)).stop == ["\n\n"]  # plain prompts: a blank line
 
 
 def test_over_long_prompt_keeps_its_end(tiny_gemma_dir):
-    model = LocalLLM(load_base_llm(str(tiny_gemma_dir)), context_length=40, max_new_tokens=8)
+    model = fillm_local_llm_v1(str(tiny_gemma_dir), context_length=40, max_new_tokens=8)
     with pytest.warns(UserWarning, match="beginning is cut"):
         ids = model.encode_prompt("ang " * 200 + "WAKAS")
     assert len(ids) == 32 and ids[0] == model.llm.tokenizer.bos_token_id

@@ -183,7 +183,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 
     from ..models.adapters import active_adapter, adapter_parameters, add_lora_adapter, new_adapter_name, train_only
     from ..models.loading import load_base_llm
-    from .local_model import ADAPTER_INFO_FILE, LocalLLM
+    from .local_model import ADAPTER_INFO_FILE, fillm_local_llm_v1
 
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
@@ -191,7 +191,9 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     if args.task == "ner" and args.labels:
         task_config["labels"] = args.labels.split(",")
     llm = load_base_llm(args.base, device=args.device, dtype=args.dtype)
-    generator = LocalLLM(llm, chat_format=args.chat_format, context_length=args.max_length + 1, max_new_tokens=1)
+    # Encodes the prompts as the llm pipe will (the same loaded model as `llm`); never generates.
+    generator = fillm_local_llm_v1(args.base, chat_format=args.chat_format, context_length=args.max_length + 1,
+                                   max_new_tokens=1, device=args.device, dtype=args.dtype)
 
     summarizer = None
     summarizer_config: Dict[str, Any] = {}

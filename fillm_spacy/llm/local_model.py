@@ -86,19 +86,20 @@ def resolve_chat_format(chat_format: str, llm: BaseLLM) -> str:
 
 
 class LocalLLM:
-    """Greedy (deterministic) generation with the shared base LLM and an optional adapter."""
+    """Greedy (deterministic) generation with the shared base LLM and an optional adapter; the
+    arguments (and their defaults) are `fillm_local_llm_v1`'s."""
 
     def __init__(
         self,
         llm: BaseLLM,
         *,
-        adapter_name: Optional[str] = None,
-        max_new_tokens: int = 256,
-        batch_size: int = 4,
-        chat_format: str = "auto",
-        context_length: Optional[int] = None,
-        stop: Optional[List[str]] = None,
-        system_prompt: Optional[str] = None,
+        adapter_name: Optional[str],
+        max_new_tokens: int,
+        batch_size: int,
+        chat_format: str,
+        context_length: Optional[int],
+        stop: Optional[List[str]],
+        system_prompt: Optional[str],
     ):
         if max_new_tokens < 1 or batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be at least 1")
