@@ -26,6 +26,13 @@ Bounds (what a doc of any length costs)
   labels base models wrap it in). An empty or whitespace-only doc gets "" without running
   anything; an abstractive answer with nothing left after cleaning is "" too (no fallback).
 
+The abstractive mode generates through `fillm.LocalLLM.v1` directly rather than through an `llm`
+pipe with spacy-llm's `spacy.Summarization.v1`: that task shards a long doc by its context length
+and joins one summary per shard (cost and output grow with the doc, where this mode reads a
+bounded lead and writes one line), prompts even empty docs, and its 0.7 parser returns the raw
+responses (its cleaning is computed and dropped); the headline cleaning and the prompt the
+headline adapters are trained on (`build_prompt`) would all have to be replaced anyway.
+
 Nothing here is Tagalog-specific: any language's text is summarized the same way (write an
 abstractive `prompt` in the language you want, if not the default).
 
@@ -155,8 +162,8 @@ class Summarizer:
         max_new_tokens: int,
         chat_format: str,
         batch_size: int,
-        device: str = "cpu",
-        dtype: str = "float32",
+        device: str,
+        dtype: str,
     ):
         if mode not in MODES:
             raise ValueError(f"fillm_summarizer mode must be one of {MODES}, not '{mode}'")
