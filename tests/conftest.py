@@ -13,6 +13,7 @@ from spacy.training.converters import conllu_to_docs
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_CONLLU = DATA / "newscrawl-sample.conllu"
+TL_FILLM_CONFIG = Path(__file__).parent.parent / "configs" / "tl_fillm.cfg"
 
 
 def sample_docs(n: int = 60) -> List[spacy.tokens.Doc]:
@@ -52,6 +53,33 @@ def make_tiny_model_dir(path: Path, kind: str) -> Path:
         model = Gemma3ForCausalLM(Gemma3TextConfig(sliding_window=64, **common))
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
+    return path
+
+
+def save_tiny_tl_fillm(model_dir: Path, path: Path) -> Path:
+    """The real tl_fillm config on a tiny base model, trained a few steps and saved to `path`."""
+    overrides = {
+        "components.tok2vec.model.model_name": str(model_dir),
+        "components.tok2vec.model.last_layer": 3,
+        "components.tok2vec.model.width": 32,
+        "components.tok2vec.model.contextualizer_width": 32,
+        "components.tok2vec.model.features.embed.include_static_vectors": False,  # no vectors here
+        "components.tok2vec.model.window": 64,
+        "components.tok2vec.model.stride": 48,
+        "components.parser.model.arc_mlp_width": 32,
+        "components.parser.model.label_mlp_width": 16,
+    }
+    config = spacy.util.load_config(TL_FILLM_CONFIG, overrides=overrides, interpolate=True)
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    docs = sample_docs(20)
+    # NER annotation on a few docs so the ner head has labels
+    for doc in docs[:5]:
+        doc.ents = [doc.char_span(0, len(doc[0].text), label="PER")]
+    examples = [Example(nlp.make_doc(d.text), d) for d in docs]
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(2):
+        nlp.update(examples, sgd=optimizer)
+    nlp.to_disk(path)
     return path
 
 

@@ -5,40 +5,14 @@ import pytest
 import spacy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from spacy.training import Example
 
-from .conftest import sample_docs
-
-CONFIG = Path(__file__).parent.parent / "configs" / "tl_fillm.cfg"
+from .conftest import sample_docs, save_tiny_tl_fillm
 
 
 @pytest.fixture(scope="module")
 def saved_pipeline(tiny_gemma3_dir, tmp_path_factory) -> Path:
     """The real tl_fillm config on the tiny model, trained a few steps and saved."""
-    overrides = {
-        "components.tok2vec.model.model_name": str(tiny_gemma3_dir),
-        "components.tok2vec.model.last_layer": 3,
-        "components.tok2vec.model.width": 32,
-        "components.tok2vec.model.contextualizer_width": 32,
-        "components.tok2vec.model.features.embed.include_static_vectors": False,  # no vectors here
-        "components.tok2vec.model.window": 64,
-        "components.tok2vec.model.stride": 48,
-        "components.parser.model.arc_mlp_width": 32,
-        "components.parser.model.label_mlp_width": 16,
-    }
-    config = spacy.util.load_config(CONFIG, overrides=overrides, interpolate=True)
-    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
-    docs = sample_docs(20)
-    # NER annotation on a few docs so the ner head has labels
-    for doc in docs[:5]:
-        doc.ents = [doc.char_span(0, len(doc[0].text), label="PER")]
-    examples = [Example(nlp.make_doc(d.text), d) for d in docs]
-    optimizer = nlp.initialize(lambda: examples)
-    for _ in range(2):
-        nlp.update(examples, sgd=optimizer)
-    path = tmp_path_factory.mktemp("tl_fillm_tiny")
-    nlp.to_disk(path)
-    return path
+    return save_tiny_tl_fillm(tiny_gemma3_dir, tmp_path_factory.mktemp("tl_fillm_tiny"))
 
 
 @pytest.fixture(scope="module")
