@@ -1,0 +1,167 @@
+"""The local engine: shards annotated in this process (`--n-process 1`) or in a pool of worker
+processes, each loading the pipeline once and writing whole shards itself. Workers fork from a
+fork server (see worker_context): nothing of this process's threads or memory is inherited.
+
+Why not `nlp.pipe(n_process=N)`: when a document makes spaCy's tokenizer raise in a worker while
+long documents are in flight, spaCy's multiprocessing can hang for good (the parent in waitpid,
+the worker blocked writing to its pipe). Here the parent never passes documents through pipes
+(a worker reads its shard's input ranges itself), text is repaired before any pipeline sees it,
+and every wait is bounded: the parent polls, a worker whose shard runs past the timeout ends
+itself (faulthandler), and a dead worker's shards are retried in a fresh pool, at most
+MAX_ATTEMPTS times, before the job stops with a one-line error. Ctrl-C ends the workers.
+"""
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Dict, List
+
+from .errors import AnnotateError
+from .worker import Job, shard_records
+from .writers import write_atomic
+
+POLL_SECONDS = 0.5
+MAX_ATTEMPTS = 3
+LOAD_ALLOWANCE_SECONDS = 600  # a worker's first shard also loads the pipeline
+# Imported once by the fork server (an ImportError is ignored): what loading tl_fillm imports.
+PRELOAD = ["fillm_spacy.annotate.worker", "spacy", "torch", "transformers", "peft", "fillm_spacy.layers.llm_encoder"]
+
+OnDone = Callable[[int, Dict], None]
+OnProgress = Callable[[int, int], None]
+
+
+def annotate_and_write(job: Job, annotator, shard: Dict, on_batch=None) -> Dict:
+    payload, stats = annotator.run(shard_records(job, shard), shard["first_document"], on_batch)
+    write_atomic(job.shard_path(shard["index"]), payload)
+    return stats
+
+
+def run_in_process(job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgress) -> None:
+    annotator = job.annotator()
+    for shard in todo:
+        on_done(shard["index"], annotate_and_write(job, annotator, shard, on_progress))
+
+
+# ------------------------------------------------------------------ pool workers (one per process)
+
+_WORKER: Dict = {}
+
+
+def _init_worker(job: Job, progress, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends the workers
+    if "OMP_NUM_THREADS" not in os.environ and "torch" in sys.modules:  # the user's setting wins
+        sys.modules["torch"].set_num_threads(threads)
+    _WORKER.update(job=job, progress=progress)
+
+
+def _worker_shard(shard: Dict) -> Dict:
+    job = _WORKER["job"]
+    if "annotator" not in _WORKER:  # loaded on the first shard: an error reaches the parent as one
+        _WORKER["annotator"] = job.annotator()
+    progress = _WORKER["progress"]
+    return annotate_and_write(job, _WORKER["annotator"], shard, lambda docs, words: progress.put((docs, words)))
+
+
+def stop_pool(executor: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (Python < 3.14 has no public call
+    for the second part: its terminate_workers() does this)."""
+    executor.shutdown(wait=False, cancel_futures=True)
+    terminate = getattr(executor, "terminate_workers", None)
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    if terminate:
+        terminate()
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+
+
+def one_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def worker_context():
+    """Workers fork from a fresh single-threaded server process that has imported the heavy
+    modules once ("forkserver", Python 3.14's default): as safe as "spawn" (nothing is
+    inherited from this process's threads or loaded models), without an import per worker."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def run_pool(job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgress, n_process: int) -> None:
+    context = worker_context()
+    progress = context.Queue()
+    threads = max(1, (os.cpu_count() or 1) // n_process)
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(n_process, mp_context=context, initializer=_init_worker, initargs=(job, progress, threads))
+
+    pending = deque(todo)
+    running: Dict = {}  # future -> (shard, submitted at)
+    attempts: Counter = Counter()
+    executor = new_pool()
+    last_done = time.monotonic()
+    try:
+        while pending or running:
+            while pending and len(running) < 2 * n_process:
+                shard = pending.popleft()
+                running[executor.submit(_worker_shard, shard)] = (shard, time.monotonic())
+            finished, _ = wait(list(running), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            drain(progress, on_progress)
+            broken = False
+            for future in finished:
+                shard, _ = running.pop(future)
+                try:
+                    stats = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    pending.appendleft(shard)
+                    attempts[shard["index"]] += 1
+                except Exception as error:
+                    raise AnnotateError(f"shard {shard['index']}: {one_line(error)}") from error
+                else:
+                    on_done(shard["index"], stats)
+                    last_done = time.monotonic()
+            if broken:
+                for shard, _ in running.values():  # every shard in flight died with the pool
+                    pending.appendleft(shard)
+                    attempts[shard["index"]] += 1
+                running.clear()
+                failed = sorted(i for i, n in attempts.items() if n >= MAX_ATTEMPTS)
+                if failed:
+                    raise AnnotateError(
+                        f"a worker died {MAX_ATTEMPTS} times with shard(s) {failed} in flight (out of memory? "
+                        f"killed?); the finished shards are kept and the same command resumes"
+                    )
+                stop_pool(executor)
+                executor = new_pool()
+            if job.timeout and running and time.monotonic() - last_done > job.timeout + LOAD_ALLOWANCE_SECONDS:
+                raise AnnotateError(f"no shard finished in {job.timeout + LOAD_ALLOWANCE_SECONDS:.0f} s: the workers are stuck")
+        drain(progress, on_progress)
+    finally:
+        stop_pool(executor)
+        progress.close()
+
+
+def drain(progress, on_progress: OnProgress) -> None:
+    while True:
+        try:
+            docs, words = progress.get_nowait()
+        except queue.Empty:
+            return
+        on_progress(docs, words)
+
+
+def run_local(job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgress, n_process: int) -> None:
+    if n_process <= 1:
+        run_in_process(job, todo, on_done, on_progress)
+    else:
+        run_pool(job, todo, on_done, on_progress, n_process)
