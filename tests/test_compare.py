@@ -369,7 +369,7 @@ def test_evaluate_and_report_end_to_end(tmp_path):
     assert json.loads(written[0].read_text())["ents_f"] == pytest.approx(1.0)
 
     output = tmp_path / "compare.md"
-    results = report(("ruler", str(ruler_dir)), [("blank", str(blank_dir))], test_dir, metrics, output,
+    results = report([("ruler", str(ruler_dir))], [("blank", str(blank_dir))], test_dir, metrics, output,
                      tmp_path / "compare.json", n_resamples=300, seed=0)
     (result,) = results
     assert result["warnings"] == []
@@ -392,7 +392,7 @@ def test_evaluate_and_report_end_to_end(tmp_path):
     gen_json = tmp_path / "gen.json"
     gen_json.write_text(json.dumps({"task": "ner", "test": str(test_dir / "ner-toy.spacy"), "range": "1:4",
                                     "limit": None, "predictions": str(tmp_path / "gen.spacy")}))
-    results = report(("ruler", str(ruler_dir)), [("blank", str(blank_dir))], test_dir, metrics, output,
+    results = report([("ruler", str(ruler_dir))], [("blank", str(blank_dir))], test_dir, metrics, output,
                      generative=[("llm", str(gen_json))], n_resamples=300, seed=0)
     generative = [r for r in results if r["system"] == "llm"]
     assert [(r["test_set"], r["baseline"], r["n_docs"]) for r in generative] == [
@@ -408,5 +408,31 @@ def test_evaluate_and_report_end_to_end(tmp_path):
     gen_json.write_text(json.dumps({"task": "ner", "test": str(test_dir / "ner-toy.spacy"), "range": "0:5",
                                     "limit": None, "predictions": str(tmp_path / "gen.spacy")}))
     with pytest.raises(ValueError, match="3 predicted docs for 5 test docs"):
-        report(("ruler", str(ruler_dir)), [("blank", str(blank_dir))], test_dir, metrics, output,
+        report([("ruler", str(ruler_dir))], [("blank", str(blank_dir))], test_dir, metrics, output,
                generative=[("llm", str(gen_json))], n_resamples=300, seed=0)
+
+
+def test_report_compares_every_system_with_every_baseline(tmp_path):
+    """The family (tl_fillm_sm, tl_fillm_lg) against the baseline(s): one table per pair."""
+    nlp = spacy.blank("tl")
+    docs = []
+    for text in ["Pumunta si Juan sa Maynila .", "Walang pangalan dito ."] * 3:
+        doc = nlp.make_doc(text)
+        doc.ents = [Span(doc, t.i, t.i + 1, label="PER") for t in doc if t.text == "Juan"]
+        docs.append(doc)
+    test_dir = tmp_path / "test"
+    test_dir.mkdir()
+    DocBin(docs=docs).to_disk(test_dir / "ner-toy.spacy")
+    paths = {}
+    for name, pattern in (("finds_juan", "Juan"), ("finds_nothing", None), ("finds_sa", "sa")):
+        pipeline = spacy.blank("tl")
+        if pattern:
+            pipeline.add_pipe("entity_ruler").add_patterns([{"label": "PER", "pattern": pattern}])
+        pipeline.to_disk(tmp_path / name)
+        paths[name] = str(tmp_path / name)
+    results = report([("finds_juan", paths["finds_juan"]), ("finds_sa", paths["finds_sa"])],
+                     [("finds_nothing", paths["finds_nothing"])], test_dir, tmp_path / "metrics",
+                     tmp_path / "compare.md", n_resamples=200, seed=0)
+    assert [(r["system"], r["baseline"]) for r in results] == [("finds_juan", "finds_nothing"), ("finds_sa", "finds_nothing")]
+    f_scores = {r["system"]: {row["metric"]: row for row in r["rows"]}["ents_f"]["bootstrap"]["score_a"] for r in results}
+    assert f_scores == {"finds_juan": pytest.approx(1.0), "finds_sa": 0.0}

@@ -47,7 +47,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ev.add_argument("--gpu-id", type=int, default=-1)
 
     rep = commands.add_parser("report", help="markdown table with paired significance tests")
-    rep.add_argument("--system", type=_named, required=True, help="NAME=PATH of the system under test")
+    rep.add_argument("--system", type=_named, action="append", required=True,
+                     help="NAME=PATH of a system under test, repeatable (each is compared with each baseline)")
     rep.add_argument("--baseline", type=_named, action="append", required=True, help="NAME=PATH, repeatable")
     rep.add_argument("--test-dir", type=Path, required=True)
     rep.add_argument("--metrics-dir", type=Path, required=True, help="where `evaluate` wrote its JSON")
@@ -71,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             parser.error(f"duplicate pipeline names: {names}")
         evaluate(args.pipeline, args.test_dir, args.output_dir, args.gpu_id)
     else:
-        names = [args.system[0]] + [name for name, _ in args.baseline] + [name for name, _ in args.generative]
+        names = [name for name, _ in args.system] + [name for name, _ in args.baseline] + [name for name, _ in args.generative]
         if len(set(names)) != len(names):
             parser.error(f"duplicate system names: {names}")
         report(args.system, args.baseline, args.test_dir, args.metrics_dir, args.output, args.json_output,

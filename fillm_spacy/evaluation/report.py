@@ -135,7 +135,7 @@ def render_markdown(results: List[Dict], *, n_resamples: int, seed: int, confide
 
 
 def report(
-    system: Tuple[str, str],
+    systems: Sequence[Tuple[str, str]],
     baselines: Sequence[Tuple[str, str]],
     test_dir: Path,
     metrics_dir: Path,
@@ -148,29 +148,32 @@ def report(
     confidence: float = 0.95,
     gpu_id: int = -1,
 ) -> List[Dict]:
-    """The table of `system` vs each baseline on every test set in test_dir; then each
-    generative evaluation (NAME=result.json) vs the same pipelines on the docs it covered."""
+    """The table of each system (e.g. tl_fillm_sm, tl_fillm_lg) vs each baseline on every test set
+    in test_dir; then each generative evaluation (NAME=result.json) vs the same pipelines on the
+    docs it covered."""
     test_paths = find_test_sets(test_dir)
     generated = {name: load_generative(Path(path)) for name, path in generative}
     # A generative run may be on a file outside test_dir (e.g. the dev split): score that too.
     extra_paths = sorted({g["test"] for g in generated.values()} - set(test_paths), key=str)
-    counts = {name: collect_counts(model, [*test_paths, *extra_paths], gpu_id) for name, model in [system, *baselines]}
+    pipelines = [*systems, *baselines]
+    counts = {name: collect_counts(model, [*test_paths, *extra_paths], gpu_id) for name, model in pipelines}
     results = []
     for path in test_paths:
         spacy_scores = {}
-        for name, _ in [system, *baselines]:
+        for name, _ in pipelines:
             metrics_file = metrics_dir / name / f"{path.stem}.json"
             spacy_scores[name] = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
-        for base_name, _ in baselines:
-            results.append(compare_test_set(
-                path.stem, (system[0], counts[system[0]][path.stem]), (base_name, counts[base_name][path.stem]),
-                spacy_scores, n_resamples=n_resamples, seed=seed, confidence=confidence,
-            ))
+        for sys_name, _ in systems:
+            for base_name, _ in baselines:
+                results.append(compare_test_set(
+                    path.stem, (sys_name, counts[sys_name][path.stem]), (base_name, counts[base_name][path.stem]),
+                    spacy_scores, n_resamples=n_resamples, seed=seed, confidence=confidence,
+                ))
     for gen_name, gen in generated.items():
         task = gen["result"]["task"]
         span = gen["result"].get("range") or "all"
         test_name = f"{gen['test'].stem} docs {span}" + (f" (first {gen['result']['limit']})" if gen["result"].get("limit") else "")
-        for name, _ in [system, *baselines]:
+        for name, _ in pipelines:
             pipeline_counts = counts[name][gen["test"].stem]
             results.append(compare_test_set(
                 f"{test_name}, generative", (gen_name, gen["counts"]), (name, [pipeline_counts[i] for i in gen["indices"]]),
