@@ -26,7 +26,7 @@ from fillm_spacy.evaluation.stats import (
     paired_t_test,
     per_item_scores,
 )
-from fillm_spacy.records import select_range
+from fillm_spacy.readers.records import select_range
 
 from .conftest import sample_docs
 

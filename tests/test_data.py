@@ -11,6 +11,7 @@ from fillm_spacy.workflow.data import (
     conllu_sentences,
     convert_tests,
     convert_ud,
+    head_lines,
     iob2_to_docs,
     parse_named_paths,
     setup_offline_data,
@@ -28,6 +29,15 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------------------------------------
 # splits
 # ---------------------------------------------------------------------------------------------
+
+
+def test_head_lines_keeps_the_first_non_empty_lines(tmp_path):
+    source = tmp_path / "raw.txt"
+    source.write_text("Una.\n\n  \nIkalawa.\nIkatlo.\nIkaapat.", encoding="utf8")
+    assert head_lines(source, tmp_path / "out" / "head.txt", 3) == 3
+    assert (tmp_path / "out" / "head.txt").read_text(encoding="utf8") == "Una.\nIkalawa.\nIkatlo.\n"
+    assert head_lines(source, tmp_path / "all.txt", 10) == 4
+    assert (tmp_path / "all.txt").read_text(encoding="utf8").endswith("Ikaapat.\n")
 
 
 def test_heldout_split_takes_every_nth_sentence():
@@ -229,8 +239,8 @@ def project():
 
 def test_project_has_the_agreed_commands_and_workflows(project):
     commands = {c["name"]: c for c in project["commands"]}
-    for name in ("setup", "convert", "train", "train-vectors", "train-baseline", "train-baseline-novectors",
-                 "evaluate", "compare", "package", "bench"):
+    for name in ("setup", "convert", "train-lg", "annotate-silver", "train", "train-sm-gold", "train-vectors",
+                 "train-baseline", "train-baseline-novectors", "evaluate", "compare", "package", "bench"):
         assert name in commands, name
     for workflow in ("all", "quick"):
         assert set(project["workflows"][workflow]) <= set(commands)

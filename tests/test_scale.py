@@ -76,7 +76,7 @@ def test_bench_train_times_spacy_updates_of_the_real_config(tiny_gemma3_dir, tmp
         "paths.ner_dev": str(DATA / "wikiann-sample.spacy"),
     }
     train = str(tmp_path / "train.spacy")
-    config = str(DATA.parent.parent / "configs" / "tl_fillm.cfg")
+    config = str(DATA.parent.parent / "configs" / "tl_fillm_sm.cfg")
     result = measure_train(config, train, train, steps=2, overrides=overrides)
     assert result["steps"] == 2 and result["words"] > 0
     assert result["seconds_per_1000_words"] > 0 and result["peak_rss_mb"] > 0

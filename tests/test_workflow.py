@@ -6,6 +6,7 @@ from pathlib import Path
 
 import spacy
 import srsly
+from spacy.tokens import DocBin
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
@@ -43,18 +44,27 @@ def test_quick_workflow_trains_evaluates_and_compares(tmp_path, tiny_gemma3_dir)
         "--vars.quick_vectors_dim", "10",
         "--vars.quick_vectors_bucket", "1000",
         "--vars.n_resamples", "200",
+        "--vars.quick_silver_lines", "5",
+        # the tiny model has 3 layers; tl_fillm_lg reads layers 4, 8 and 12 of Gemma 3 270M
+        "--vars.quick_lg_train_overrides",
+        "--components.tok2vec.model.first_layer 1 --components.tok2vec.model.last_layer 3 --components.tok2vec.model.layer_stride 2",
     ]
     result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    nlp = spacy.load(project / "training" / "quick" / "tl_fillm" / "model-best")
-    assert nlp.pipe_names == ["tok2vec", "senter", "tagger", "morphologizer", "trainable_lemmatizer", "parser", "ner"]
-    doc = nlp("Kumain ang bata ng mangga sa Maynila.")
-    assert all(t.pos_ and t.dep_ for t in doc)
+    for name in ("tl_fillm_sm", "tl_fillm_lg"):
+        nlp = spacy.load(project / "training" / "quick" / name / "model-best")
+        assert nlp.pipe_names == ["tok2vec", "senter", "tagger", "morphologizer", "trainable_lemmatizer", "parser", "ner"]
+        doc = nlp("Kumain ang bata ng mangga sa Maynila.")
+        assert all(t.pos_ and t.dep_ for t in doc)
+    # tl_fillm_lg's silver annotation of the raw text reached tl_fillm_sm's training data
+    silver = list((project / "corpus" / "quick" / "silver" / "alt").rglob("*.spacy"))
+    silver_docs = [doc for path in silver for doc in DocBin().from_disk(path).get_docs(spacy.blank("tl").vocab)]
+    assert len(silver_docs) == 5 and all(doc.has_annotation("DEP") and doc.has_annotation("POS") for doc in silver_docs)
 
     compare = (project / "metrics" / "quick" / "compare.md").read_text()
-    assert "tl_fillm" in compare and "calamancy_baseline" in compare
-    for system in ("tl_fillm", "calamancy_baseline"):
+    assert "tl_fillm_sm vs calamancy_baseline" in compare and "tl_fillm_lg vs calamancy_baseline" in compare
+    for system in ("tl_fillm_sm", "tl_fillm_lg", "calamancy_baseline"):
         ud = srsly.read_json(project / "metrics" / "quick" / system / "ud-newscrawl-heldout.json")
         ner = srsly.read_json(project / "metrics" / "quick" / system / "ner-wikiann.json")
         assert 0.0 <= ud["dep_las"] <= ud["dep_uas"] <= 1.0 and 0.0 <= ud["pos_acc"] <= 1.0

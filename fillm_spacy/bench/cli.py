@@ -1,10 +1,11 @@
 """`python -m fillm_spacy.bench`: the command line; every measurement runs in a fresh subprocess.
 
     python -m fillm_spacy.bench pipe --pipeline training/tl_fillm/model-best --pipeline training/baseline/model
-    python -m fillm_spacy.bench train --config configs/tl_fillm.cfg --train corpus/ud/train.spacy
+    python -m fillm_spacy.bench train --config configs/tl_fillm_sm.cfg --train corpus/ud/train.spacy
     python -m fillm_spacy.bench encoder --model gemma3-270m
     python -m fillm_spacy.bench accuracy --pipeline training/tl_fillm/model-best --dev corpus/ud/dev.spacy
     python -m fillm_spacy.bench scale --preset seallm-7b-v2.5 --device cuda --dtype bfloat16
+    python -m fillm_spacy.bench annotate --pipeline tl_fillm --texts assets/raw/alt-fil-wikinews.txt
 
 
 Each measurement runs in its own interpreter, so each peak RSS is that of one pipeline loaded once.
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .annotate import add_arguments as add_annotate_arguments
+from .annotate import run_annotate_bench
 from .measure import (
     ACCURACY_KEYS,
     measure_accuracy,
@@ -74,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     pipe.add_argument("--cold-cache", action="store_true", help="also time a load with an empty model cache")
     pipe.add_argument("--warm-load", action="store_true", help=argparse.SUPPRESS)  # the second-load measurement
     train = sub.add_parser("train", help="seconds per 1,000 training words and peak RSS")
-    train.add_argument("--config", default="configs/tl_fillm.cfg")
+    train.add_argument("--config", default="configs/tl_fillm_sm.cfg")
     train.add_argument("--train", default="corpus/ud/train.spacy")
     train.add_argument("--dev", default="corpus/ud/dev.spacy")
     train.add_argument("--steps", type=int, default=20)
@@ -101,6 +104,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     scale.add_argument("--last-layer", action="append", type=int, default=None, help="layers run (repeat; default all)")
     scale.add_argument("--words-per-batch", type=int, default=1000)
     scale.add_argument("--steps", type=int, default=8)
+    annotate = sub.add_parser("annotate", help="corpus annotator words/s: local engine and Ray, 1 and 2 workers, scaling ratios")
+    add_annotate_arguments(annotate)
     for p in (pipe, train, enc, acc, scale):
         p.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -146,6 +151,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 result["int8_minus_float"] = {k: round(runs[1][k] - runs[0][k], 2) for k in ACCURACY_KEYS if k in runs[0] and k in runs[1]}
     elif args.mode == "scale":
         result = run_scale(args)
+    elif args.mode == "annotate":
+        result = run_annotate_bench(args)
     else:
         result = measure_encoder(args.model, args.texts, args.lines, args.last_layer, args.lora_r) if args.inline else in_subprocess(
             ["encoder", "--model", args.model, "--texts", args.texts, "--lines", str(args.lines), "--last-layer", str(args.last_layer), "--lora-r", str(args.lora_r)]

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..records import read_jsonl, select_range
+from ..readers.records import read_jsonl, select_range
 from .stats import paired_bootstrap_mean
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")

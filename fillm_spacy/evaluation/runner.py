@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from ..records import read_docs, select_range
+from ..readers.records import read_docs, select_range
 from .counts import doc_counts
 
 

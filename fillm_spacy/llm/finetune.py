@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..records import read_docs, read_jsonl, select_range
+from ..readers.records import read_docs, read_jsonl, select_range
 
 TASKS = ("pos", "ner", "headline")
 DEFAULT_NER_LABELS = ["PER", "ORG", "LOC"]

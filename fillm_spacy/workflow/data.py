@@ -291,6 +291,21 @@ def convert_tests(ud_spec: str, ner_spec: str, output_dir: Path) -> List[Path]:
     return written
 
 
+def head_lines(source: Path, dest: Path, n_lines: int) -> int:
+    """The first `n_lines` non-empty lines of a raw-text file (the silver data's input), as they are."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with source.open(encoding="utf8", errors="replace") as lines, dest.open("w", encoding="utf8") as out:
+        for line in lines:
+            if written >= n_lines:
+                break
+            if line.strip():
+                out.write(line if line.endswith("\n") else line + "\n")
+                written += 1
+    print(f"[head-lines] {source} -> {dest}: {written} lines")
+    return written
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fillm_spacy.workflow.data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -314,8 +329,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     tests.add_argument("--ner", default="", help='"name=path.spacy|path.iob2,..."')
     tests.add_argument("--output-dir", type=Path, required=True)
 
+    head = commands.add_parser("head-lines", help="the first N non-empty lines of a text file")
+    head.add_argument("source", type=Path)
+    head.add_argument("dest", type=Path)
+    head.add_argument("--lines", type=int, required=True)
+
     args = parser.parse_args(argv)
-    if args.command == "setup":
+    if args.command == "head-lines":
+        head_lines(args.source, args.dest, args.lines)
+    elif args.command == "setup":
         setup_offline_data(args.shared, args.assets, args.ud_heldout_every)
     elif args.command == "convert-ud":
         convert_ud(args.source, args.dest)
