@@ -28,9 +28,10 @@ def check_spacy_version(path: Path) -> None:
         )
 
 
-def load(name: str = "tl_fillm", **kwargs):
+def load(name: str = "tl_fillm_sm", **kwargs):
     """Load a fillm pipeline, as `calamancy.load(name)` loads a calamanCy one: the name of an
-    installed pipeline package (`tl_fillm`, built by `spacy project run package`) or a path.
+    installed pipeline package (`tl_fillm_sm` or `tl_fillm_lg`, built by `spacy project run
+    package`) or a path.
     Keyword arguments go to `spacy.load` (e.g. exclude=["ner"])."""
     import spacy  # imported here so that `import fillm_spacy` stays cheap
     from spacy.util import get_package_path, is_package
