@@ -4,8 +4,8 @@ ranges (one row per shard), `map_batches` hands each shard to an actor of a fixe
 actor with `--gpu-id`), and the driver writes the returned shards and the journal, so the output
 is the local engine's, shard for shard.
 
-Ray Data restarts an actor that dies and retries its shard (MAX_ATTEMPTS times in all); shards
-already written are never redone. Inputs must be readable at the same path on every node (a
+Ray Data restarts an actor that dies and retries its shard; shards already written are never
+redone, and a shard delivered twice by a retry is written once. Inputs must be readable at the same path on every node (a
 shared filesystem); the output is written by the driver alone. The driver's waits are bounded:
 it reads results from a queue with a timeout, and an actor stuck in one shard ends itself.
 """
@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 from .errors import AnnotateError
 from .inputs import Record
-from .local import LOAD_ALLOWANCE_SECONDS, MAX_ATTEMPTS, POLL_SECONDS, OnDone, OnProgress, one_line
+from .local import LOAD_ALLOWANCE_SECONDS, POLL_SECONDS, OnDone, OnProgress, one_line
 from .worker import Job, shard_records
 from .writers import write_atomic
 
@@ -44,11 +44,19 @@ def read_shard_row(row: Dict, job: Job, shards: Dict[int, Dict]) -> Dict:
 
 
 class RayShardAnnotator:
-    """The actor class of `map_batches`: loads the pipeline once, annotates one shard a call."""
+    """The actor class of `map_batches`: loads the pipeline once, annotates one shard a call.
+    Use `for_job`: the job travels with the class, not as constructor arguments in the object
+    store (which a restarted actor may no longer find, Ray issue 53727)."""
 
-    def __init__(self, job: Job):
+    job: Job
+
+    def __init__(self):
         # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU: it is GPU 0 inside the actor.
-        self.annotator = job.annotator(gpu_id=0 if job.gpu_id >= 0 else -1)
+        self.annotator = self.job.annotator(gpu_id=0 if self.job.gpu_id >= 0 else -1)
+
+    @classmethod
+    def for_job(cls, job: Job) -> type:
+        return type(cls.__name__, (cls,), {"job": job})
 
     def __call__(self, batch: Dict) -> Dict:
         import numpy as np
@@ -100,16 +108,13 @@ def run_ray(job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgress
         shards = {shard["index"]: shard for shard in todo}
         dataset = ray.data.from_items([{"shard": index} for index in shards], override_num_blocks=len(shards))
         dataset = dataset.map(functools.partial(read_shard_row, job=job, shards=shards), num_cpus=0)
-        dataset = dataset.map_batches(
-            RayShardAnnotator,
-            fn_constructor_kwargs={"job": job},
+        dataset = dataset.map_batches(  # Ray Data restarts dead actors and retries their shards
+            RayShardAnnotator.for_job(job),
             batch_size=1,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             num_cpus=1,
             num_gpus=1 if job.gpu_id >= 0 else None,
-            max_restarts=-1,
-            max_task_retries=MAX_ATTEMPTS - 1,
         )
         collect(job, dataset, shards, on_done, on_progress)
     finally:

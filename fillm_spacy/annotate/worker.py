@@ -11,6 +11,8 @@ batches with `nlp.pipe`, and serialize the shard.
   is bounded (engines retry the shard in a fresh process, or stop with a one-line error).
 """
 import faulthandler
+import io
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,6 +34,18 @@ def load_pipeline(model: str, gpu_id: int = -1):
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     return load(model)
+
+
+def start_watchdog(seconds: float) -> bool:
+    """End this process with a stack dump if it is still in the shard after `seconds`;
+    False where no stream with a file descriptor can take the dump."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            faulthandler.dump_traceback_later(seconds, exit=True, file=stream)
+            return True
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            continue
+    return False
 
 
 def part_bounds(doc, limit: int) -> List[Tuple[int, int]]:
@@ -140,8 +154,7 @@ class ShardAnnotator:
             on_batch: Optional[Callable[[int, int], None]] = None) -> Tuple[bytes, Dict]:
         """The serialized shard and its counts: documents, words (tokens), sentences, issues."""
         start = time.time()
-        if self.timeout:
-            faulthandler.dump_traceback_later(self.timeout, exit=True)
+        watchdog = bool(self.timeout) and start_watchdog(self.timeout)
         try:
             issues: Counter = Counter()
             errors: List[Dict] = []
@@ -150,7 +163,7 @@ class ShardAnnotator:
             items = [(record, doc, number[record.input, record.index]) for record, doc in annotated]
             payload = serialize_shard(self.fmt, items, self.names)
         finally:
-            if self.timeout:
+            if watchdog:
                 faulthandler.cancel_dump_traceback_later()
         stats = {
             "documents": len(items),
