@@ -80,3 +80,17 @@ def test_bench_train_times_spacy_updates_of_the_real_config(tiny_gemma3_dir, tmp
     result = measure_train(config, train, train, steps=2, overrides=overrides)
     assert result["steps"] == 2 and result["words"] > 0
     assert result["seconds_per_1000_words"] > 0 and result["peak_rss_mb"] > 0
+
+
+def test_depth_plot_writes_a_png_and_refuses_incomplete_runs(tmp_path):
+    from fillm_spacy.bench.depth_plot import plot_depth_curve
+
+    runs = [
+        {"name": "L1 LoRA", "words_per_second": 1300, "pos_acc": 92.5, "dep_las": 66.8},
+        {"name": "L12 frozen", "words_per_second": 250, "pos_acc": 93.0, "dep_las": 69.0},
+        {"name": "baseline", "words_per_second": 850, "pos_acc": 92.2, "dep_las": 68.8, "baseline": True},
+    ]
+    path = plot_depth_curve(runs, tmp_path / "plots" / "depth.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    with pytest.raises(ValueError, match="L1 LoRA"):
+        plot_depth_curve([{"name": "L1 LoRA", "words_per_second": 1300}], tmp_path / "x.png")

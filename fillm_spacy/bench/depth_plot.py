@@ -1,0 +1,52 @@
+"""The depth curve's picture: held-out LAS and UPOS of each run against its `bench pipe` words/s,
+the baseline as its own point (matplotlib; extra `plots`).
+
+    python -m fillm_spacy.bench.depth_plot runs.json docs/depth_curve.png
+
+runs.json: [{"name": "L12 frozen", "words_per_second": 260, "pos_acc": 92.1, "dep_las": 68.0,
+"baseline": false}, ...] (scores in %; one entry with "baseline": true).
+"""
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, List
+
+
+def plot_depth_curve(runs: List[Dict], output: Path) -> Path:
+    """Two panels (LAS, UPOS) of score against words/s; runs labelled by name."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise SystemExit('The depth plot needs matplotlib: pip install -e ".[plots]"') from err
+    missing = [r.get("name", "?") for r in runs if not all(k in r for k in ("name", "words_per_second", "pos_acc", "dep_las"))]
+    if missing or not runs:
+        raise ValueError(f"Each run needs name, words_per_second, pos_acc and dep_las; incomplete: {missing or 'no runs'}")
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for axis, key, title in ((axes[0], "dep_las", "held-out LAS"), (axes[1], "pos_acc", "held-out UPOS")):
+        for run in runs:
+            style = dict(marker="s", color="black") if run.get("baseline") else dict(marker="o", color="tab:blue")
+            axis.scatter(run["words_per_second"], run[key], **style)
+            axis.annotate(run["name"], (run["words_per_second"], run[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axis.set_xscale("log")
+        axis.set_xlabel("words/s (bench pipe, 2 CPU cores)")
+        axis.set_ylabel(f"{title} (%)")
+        axis.grid(True, alpha=0.3)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=120)
+    plt.close(figure)
+    return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.bench.depth_plot", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, help="JSON list of runs (see the module doc)")
+    parser.add_argument("output", type=Path, help="the PNG to write")
+    args = parser.parse_args()
+    print(plot_depth_curve(json.loads(args.runs.read_text(encoding="utf8")), args.output))
+
+
+if __name__ == "__main__":
+    main()
