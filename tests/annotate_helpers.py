@@ -34,6 +34,30 @@ def blank_pipeline(tmp_path_factory) -> Path:
     return _BUILT["blank"]
 
 
+def long_corpus(tmp_path_factory) -> Path:
+    """12 documents of ten ALT sentences each (~300 tokens): a shard of one takes a while, so a
+    worker or an actor can be killed while most shards are still to do."""
+    if "long_corpus" not in _BUILT:
+        lines = alt_lines(120)
+        rows = [{"id": i // 10, "text": " ".join(lines[i:i + 10])} for i in range(0, 120, 10)]
+        _BUILT["long_corpus"] = write_jsonl(tmp_path_factory.mktemp("long-corpus") / "in.jsonl", rows)
+    return _BUILT["long_corpus"]
+
+
+LONG_CORPUS_SETTINGS = {"fmt": "conllu", "shard_size": 1}
+
+
+def long_corpus_reference(tmp_path_factory, pipeline: Path) -> List[Dict]:
+    """The long corpus annotated in this process, uninterrupted: what the pool and Ray must equal."""
+    from fillm_spacy.annotate import annotate
+
+    if "long_reference" not in _BUILT:
+        out = tmp_path_factory.mktemp("long-reference")
+        annotate(str(pipeline), str(long_corpus(tmp_path_factory)), str(out), progress=False, **LONG_CORPUS_SETTINGS)
+        _BUILT["long_reference"] = out
+    return read_output(_BUILT["long_reference"])
+
+
 def alt_lines(n: int) -> List[str]:
     return (DATA / "alt-sample.txt").read_text(encoding="utf8").splitlines()[:n]
 

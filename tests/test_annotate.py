@@ -24,9 +24,12 @@ from fillm_spacy.annotate.manifest import load_manifest
 from fillm_spacy.annotate.writers import TEMP_PREFIX
 
 from .annotate_helpers import (
+    LONG_CORPUS_SETTINGS,
     alt_lines,
     blank_pipeline,
     journal_lines,
+    long_corpus,
+    long_corpus_reference,
     read_output,
     tiny_tl_fillm,
     wait_for,
@@ -355,6 +358,16 @@ def test_usage_errors_are_one_line(pipeline, corpus, tmp_path, capsys, monkeypat
         assert stopped.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
 
 
+def test_one_job_per_output_directory(pipeline, corpus, tmp_path):
+    from filelock import FileLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with FileLock(str(out / ".lock")):  # as a running job holds it
+        with pytest.raises(AnnotateError, match="another job is writing"):
+            annotate(str(pipeline), str(corpus), str(out), progress=False)
+
+
 # ------------------------------------------------------------------ the local process pool
 
 
@@ -371,11 +384,9 @@ def forkserver_workers():
     return [p for p in pids if parent(p) in servers]
 
 
-def test_a_killed_pool_worker_is_replaced_and_the_output_equals_one_process(pipeline, tmp_path):
-    lines = alt_lines(120)
-    source = write_jsonl(tmp_path / "in.jsonl", [{"text": " ".join(lines[i:i + 10])} for i in range(0, 120, 10)])
-    annotate(str(pipeline), str(source), str(tmp_path / "one"), shard_size=1, progress=False)
-    out = tmp_path / "two"
+def test_a_killed_pool_worker_is_replaced_and_the_output_equals_one_process(pipeline, tmp_path_factory, tmp_path):
+    reference = long_corpus_reference(tmp_path_factory, pipeline)
+    out = tmp_path / "out"
     killed = {}
 
     def kill_a_worker():
@@ -385,13 +396,23 @@ def test_a_killed_pool_worker_is_replaced_and_the_output_equals_one_process(pipe
             os.kill(workers[0], signal.SIGKILL)
 
     threading.Thread(target=kill_a_worker, daemon=True).start()
-    summary = annotate(str(pipeline), str(source), str(out), shard_size=1, n_process=2, progress=False)
+    summary = annotate(str(pipeline), str(long_corpus(tmp_path_factory)), str(out), n_process=2, progress=False,
+                       **LONG_CORPUS_SETTINGS)
     assert killed and killed["done_then"] < 12, "no worker was killed mid-run"
     assert summary["documents"] == 12
-    assert read_output(out) == read_output(tmp_path / "one")
+    assert read_output(out) == reference
 
 
 # ------------------------------------------------------------------ bench
+
+
+def test_scaling_ratios_per_engine_and_against_local():
+    from fillm_spacy.bench.annotate import scaling_ratios
+
+    runs = [{"engine": "local", "workers": 1, "words_per_second": 100.0}, {"engine": "local", "workers": 2, "words_per_second": 180.0},
+            {"engine": "ray", "workers": 1, "words_per_second": 90.0}, {"engine": "ray", "workers": 2, "words_per_second": 171.0},
+            {"engine": "ray", "workers": 4, "error": "failed"}]
+    assert scaling_ratios(runs) == {"local_2_over_1": 1.8, "ray_2_over_1": 1.9, "ray_1_over_local_1": 0.9}
 
 
 def test_bench_annotate_reports_words_per_second_and_scaling(blank):

@@ -1,5 +1,4 @@
-"""The Ray engine of fillm_spacy.annotate on one local Ray cluster (2 CPUs) for the module: the
-same shards as the local engine, and complete output when an actor is killed mid-run.
+"""The Ray engine of fillm_spacy.annotate on one local Ray cluster (2 CPUs) for the module.
 Ray is in the `test` extra: these tests fail, never skip, where it is missing."""
 import os
 import signal
@@ -10,7 +9,16 @@ import ray
 
 from fillm_spacy.annotate import annotate
 
-from .annotate_helpers import alt_lines, journal_lines, processes_titled, read_output, tiny_tl_fillm, wait_for, write_jsonl
+from .annotate_helpers import (
+    LONG_CORPUS_SETTINGS,
+    journal_lines,
+    long_corpus,
+    long_corpus_reference,
+    processes_titled,
+    read_output,
+    tiny_tl_fillm,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ACTOR_TITLE = b"ray::MapWorker(MapBatches(RayShardAnnotator))"
@@ -23,35 +31,12 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, tiny_gemma3_dir):
-    return tiny_tl_fillm(tmp_path_factory, tiny_gemma3_dir)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """12 documents of ten ALT sentences each: long enough that a shard takes a while."""
-    lines = alt_lines(120)
-    rows = [{"id": i // 10, "text": " ".join(lines[i:i + 10])} for i in range(0, 120, 10)]
-    return write_jsonl(tmp_path_factory.mktemp("ray-corpus") / "in.jsonl", rows)
-
-
-@pytest.fixture(scope="module")
-def local_output(pipeline, corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ray-local")
-    annotate(str(pipeline), str(corpus), str(out), fmt="conllu", shard_size=1, progress=False)
-    return read_output(out)
-
-
-def test_ray_engine_writes_the_local_engines_shards(ray_cluster, pipeline, corpus, local_output, tmp_path):
-    summary = annotate(str(pipeline), str(corpus), str(tmp_path / "out"), fmt="conllu", shard_size=1, engine="ray",
-                       n_process=2, progress=False)
-    assert summary["documents"] == 12 and summary["shards"] == 12
-    assert read_output(tmp_path / "out") == local_output
-    assert ray.is_initialized()  # a cluster it did not start is left running
-
-
-def test_a_ray_actor_killed_mid_run_still_yields_complete_output(ray_cluster, pipeline, corpus, local_output, tmp_path):
+def test_two_ray_actors_one_killed_mid_run_write_the_local_engines_shards(ray_cluster, tmp_path_factory, tiny_gemma3_dir, tmp_path):
+    """Both acceptance checks in one run (each new Ray Data run starts its actors, and an actor's
+    start costs the most here): a local cluster with 2 CPUs gives the local engine's output, and
+    does so although one actor is killed while most shards are still to do."""
+    pipeline = tiny_tl_fillm(tmp_path_factory, tiny_gemma3_dir)
+    reference = long_corpus_reference(tmp_path_factory, pipeline)
     out = tmp_path / "out"
     killed = {}
 
@@ -62,8 +47,9 @@ def test_a_ray_actor_killed_mid_run_still_yields_complete_output(ray_cluster, pi
             os.kill(actors[0], signal.SIGKILL)
 
     threading.Thread(target=kill_an_actor, daemon=True).start()
-    summary = annotate(str(pipeline), str(corpus), str(out), fmt="conllu", shard_size=1, engine="ray", n_process=2,
-                       progress=False)
+    summary = annotate(str(pipeline), str(long_corpus(tmp_path_factory)), str(out), engine="ray", n_process=2,
+                       progress=False, **LONG_CORPUS_SETTINGS)
     assert killed and killed["done_then"] < 12, "no actor was killed mid-run"
-    assert summary["documents"] == 12 and summary["shards"] == 12
-    assert read_output(out) == local_output
+    assert summary["documents"] == 12 and summary["shards"] == 12 and summary["resumed_shards"] == 0
+    assert read_output(out) == reference
+    assert ray.is_initialized()  # a cluster the job did not start is left running

@@ -47,6 +47,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     except Interrupted as error:
         print(str(error), file=sys.stderr)
         sys.exit(130)
+    except KeyboardInterrupt:  # before any shard was started: nothing to keep
+        print("interrupted before annotating; the same command starts again", file=sys.stderr)
+        sys.exit(130)
     except AnnotateError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

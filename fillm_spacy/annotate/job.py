@@ -3,7 +3,7 @@ output directory already holds (resume, refuse, or start over with force), run a
 unfinished shards, then complete the manifest and summarize. `annotate()` is the Python API behind
 `python -m fillm_spacy.annotate`.
 """
-import time
+import contextlib
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -27,6 +27,7 @@ from .worker import Job
 from .writers import EXTENSIONS, TEMP_PREFIX, shard_file_name
 
 FORMATS = tuple(EXTENSIONS)
+LOCK = ".lock"
 ENGINES = ("local", "ray")
 ANNOTATION_SKIPPED = {"annotation_error": "the pipeline raised on the document"}
 ANNOTATION_KEPT = {"long_document": "annotated in parts of at most --part-tokens tokens, joined back"}
@@ -89,6 +90,7 @@ def annotate(model: str, input: str, output_dir: str, *, fmt: str = "spacy", tex
         from .ray_engine import import_ray
 
         import_ray()  # before the planning pass: a missing extra is said at once
+    model_info = describe_model(model)  # a missing pipeline is said before the planning pass
     directory = Path(output_dir)
     if directory.exists() and not directory.is_dir():
         raise AnnotateError(f"{directory} exists and is not a directory")
@@ -98,9 +100,29 @@ def annotate(model: str, input: str, output_dir: str, *, fmt: str = "spacy", tex
         raise AnnotateError(str(error)) from None
     plan = plan_shards(files, text_key, shard_size)
     settings = {"format": fmt, "shard_size": shard_size, "text_key": text_key, "batch_size": batch_size, "part_tokens": part_tokens}
-    manifest = new_manifest(describe_model(model), plan, settings)
 
+    job = Job(model, fmt, tuple(files), text_key, batch_size, part_tokens, gpu_id, shard_timeout, str(directory))
     directory.mkdir(parents=True, exist_ok=True)
+    with lock(directory):
+        return run_job(job, new_manifest(model_info, plan, settings), force, engine, n_process, address, progress)
+
+
+@contextlib.contextmanager
+def lock(directory: Path):
+    """One job per output directory at a time (the OS drops the lock of a killed job)."""
+    from filelock import FileLock, Timeout
+
+    try:
+        with FileLock(str(directory / LOCK), timeout=0):
+            yield
+    except Timeout:
+        raise AnnotateError(f"another job is writing {directory} (it holds {directory / LOCK})") from None
+
+
+def run_job(job: Job, manifest: Dict, force: bool, engine: str, n_process: int, address: Optional[str],
+            progress: Optional[bool]) -> Dict:
+    """Resume, refuse or start over what the output directory holds, annotate what is left, finish."""
+    directory = Path(job.output_dir)
     old = load_manifest(directory)
     if force:
         start_over(directory)
@@ -122,7 +144,6 @@ def annotate(model: str, input: str, output_dir: str, *, fmt: str = "spacy", tex
             append_journal(directory, {"shard": index, **stats})
     resumed = len(done)
     todo = [shard for shard in manifest["shards"] if shard["index"] not in done]
-    job = Job(model, fmt, tuple(files), text_key, batch_size, part_tokens, gpu_id, shard_timeout, str(directory))
     this_run: Dict[int, Dict] = {}
     if todo:
         write_manifest(directory, manifest)

@@ -138,7 +138,20 @@ def conllu_shard(items: Sequence[Annotated], names: Sequence[str]) -> bytes:
             raise ValueError("--format conllu needs a pipeline with a parser: this one sets no heads")
         source = conllu_field(f"{names[record.input]}:{record.index}")
         blocks.append(conllu_document(doc, f"doc{number}", source))
-    return "".join(blocks).encode("utf8")
+    text = "".join(blocks)
+    check_conllu(text)
+    return text.encode("utf8")
+
+
+def check_conllu(text: str) -> None:
+    """Every shard is read back with the `conllu` parser before it is written: one root per
+    sentence, heads inside it, a sent_id and a text."""
+    import conllu
+
+    for sentence in conllu.parse(text):
+        heads = [token["head"] for token in sentence]
+        if heads.count(0) != 1 or not all(0 <= h <= len(heads) for h in heads) or not {"sent_id", "text"} <= set(sentence.metadata):
+            raise ValueError(f"invalid CoNLL-U sentence {sentence.metadata.get('sent_id')} (a bug in the writer)")
 
 
 SERIALIZERS = {"spacy": spacy_shard, "conllu": conllu_shard, "jsonl": jsonl_shard}

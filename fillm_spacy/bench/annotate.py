@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..annotate.errors import AnnotateError
 from .measure import read_lines
 
 
@@ -68,7 +69,10 @@ def run_annotate_bench(args) -> Dict:
     try:
         for engine in engines:
             for count in workers:
-                runs.append(measure_annotate(args.pipeline, texts, engine, count, args.shard_size, args.batch_size, args.address))
+                try:
+                    runs.append(measure_annotate(args.pipeline, texts, engine, count, args.shard_size, args.batch_size, args.address))
+                except AnnotateError as error:  # the other configurations still run
+                    runs.append({"engine": engine, "workers": count, "error": str(error)})
     finally:
         if started_ray:
             ray.shutdown()
@@ -77,7 +81,7 @@ def run_annotate_bench(args) -> Dict:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--pipeline", default="tl_fillm", help="pipeline package or directory")
+    parser.add_argument("--pipeline", default="tl_fillm_sm", help="pipeline package or directory")
     parser.add_argument("--texts", default="assets/raw/alt-fil-wikinews.txt")
     parser.add_argument("--lines", type=int, default=500)
     parser.add_argument("--engine", action="append", choices=["local", "ray"], default=None, help="repeat; default local and ray")

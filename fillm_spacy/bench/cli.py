@@ -5,7 +5,7 @@
     python -m fillm_spacy.bench encoder --model gemma3-270m
     python -m fillm_spacy.bench accuracy --pipeline training/tl_fillm/model-best --dev corpus/ud/dev.spacy
     python -m fillm_spacy.bench scale --preset seallm-7b-v2.5 --device cuda --dtype bfloat16
-    python -m fillm_spacy.bench annotate --pipeline tl_fillm --texts assets/raw/alt-fil-wikinews.txt
+    python -m fillm_spacy.bench annotate --pipeline tl_fillm_sm --texts assets/raw/alt-fil-wikinews.txt
 
 
 Each measurement runs in its own interpreter, so each peak RSS is that of one pipeline loaded once.
