@@ -105,36 +105,49 @@ def run_pool(job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgres
         return ProcessPoolExecutor(n_process, mp_context=context, initializer=_init_worker, initargs=(job, progress, threads))
 
     pending = deque(todo)
-    running: Dict = {}  # future -> (shard, submitted at)
+    running: Dict = {}  # future -> shard
     attempts: Counter = Counter()
     executor = new_pool()
     last_done = time.monotonic()
+
+    def settle(future) -> bool:
+        """Record a finished shard; False when its worker died (the shard goes back in line)."""
+        shard = running.pop(future)
+        try:
+            stats = future.result()
+        except BrokenProcessPool:
+            pending.appendleft(shard)
+            attempts[shard["index"]] += 1
+            return False
+        except Exception as error:
+            raise AnnotateError(f"shard {shard['index']}: {one_line(error)}") from error
+        on_done(shard["index"], stats)
+        return True
+
     try:
         while pending or running:
-            while pending and len(running) < 2 * n_process:
-                shard = pending.popleft()
-                running[executor.submit(_worker_shard, shard)] = (shard, time.monotonic())
-            finished, _ = wait(list(running), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-            drain(progress, on_progress)
             broken = False
+            try:
+                while pending and len(running) < 2 * n_process:
+                    shard = pending.popleft()
+                    running[executor.submit(_worker_shard, shard)] = shard
+            except BrokenProcessPool:  # a worker died before its future said so
+                pending.appendleft(shard)
+                broken = True
+            finished, _ = wait(list(running), timeout=0 if broken else POLL_SECONDS, return_when=FIRST_COMPLETED)
+            drain(progress, on_progress)
             for future in finished:
-                shard, _ = running.pop(future)
-                try:
-                    stats = future.result()
-                except BrokenProcessPool:
-                    broken = True
-                    pending.appendleft(shard)
-                    attempts[shard["index"]] += 1
-                except Exception as error:
-                    raise AnnotateError(f"shard {shard['index']}: {one_line(error)}") from error
-                else:
-                    on_done(shard["index"], stats)
+                if settle(future):
                     last_done = time.monotonic()
-            if broken:
-                for shard, _ in running.values():  # every shard in flight died with the pool
-                    pending.appendleft(shard)
-                    attempts[shard["index"]] += 1
-                running.clear()
+                else:
+                    broken = True
+            if broken:  # every shard still in flight died with the pool: keep the results that came
+                for future in list(running):
+                    if future.done() and future.exception() is None:
+                        settle(future)
+                    else:
+                        pending.appendleft(running.pop(future))
+                        attempts[pending[0]["index"]] += 1
                 failed = sorted(i for i, n in attempts.items() if n >= MAX_ATTEMPTS)
                 if failed:
                     raise AnnotateError(
