@@ -13,7 +13,7 @@ from spacy.training.converters import conllu_to_docs
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_CONLLU = DATA / "newscrawl-sample.conllu"
-TL_FILLM_CONFIG = Path(__file__).parent.parent / "configs" / "tl_fillm.cfg"
+TL_FILLM_CONFIG = Path(__file__).parent.parent / "configs" / "tl_fillm_sm.cfg"
 
 
 def sample_docs(n: int = 60) -> List[spacy.tokens.Doc]:

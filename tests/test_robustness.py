@@ -110,7 +110,29 @@ def test_bench_pipe_uses_the_pipelines_own_batch_size(saved_pipeline, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("Kumain ang bata ng mangga.\n\nUmuulan sa Maynila kahapon.\n", encoding="utf8")
     result = measure_pipe(str(saved_pipeline), str(texts), 10, None, 1, False)
-    assert result["batch_size"] == spacy.load(saved_pipeline).batch_size == 256  # configs/tl_fillm.cfg
+    assert result["batch_size"] == spacy.load(saved_pipeline).batch_size == 256  # configs/tl_fillm_sm.cfg
     assert result["texts"] == 2 and result["words"] == 11  # 6 + 5 tokens
     assert result["words_per_second"] > 0 and result["peak_rss_mb"] > 0
     assert measure_pipe(str(saved_pipeline), str(texts), 1, 4, 1, False)["batch_size"] == 4
+
+
+def test_bench_pipe_times_the_second_load_in_a_process_of_its_own(saved_pipeline, tmp_path, monkeypatch):
+    """Peak RSS must be that of one loaded pipeline: the warm (second) load runs elsewhere."""
+    from fillm_spacy.bench import cli, measure
+
+    loads = []
+    real_load = spacy.load
+    monkeypatch.setattr(spacy, "load", lambda *args, **kwargs: loads.append(args[0]) or real_load(*args, **kwargs))
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Kumain ang bata ng mangga.\n", encoding="utf8")
+    result = measure.measure_pipe(str(saved_pipeline), str(texts), 10, None, 1, False)
+    assert loads == [str(saved_pipeline)] and "load_seconds_base_model_in_memory" not in result
+    loads.clear()
+    warm = measure.measure_warm_load(str(saved_pipeline))
+    assert loads == [str(saved_pipeline)] * 2 and warm["load_seconds_base_model_in_memory"] >= 0
+
+    calls = []  # the command line: one subprocess for the measurement, another for the warm load
+    monkeypatch.setattr(cli, "in_subprocess", lambda args: calls.append(args) or (
+        {"load_seconds_base_model_in_memory": 0.5} if "--warm-load" in args else {"words_per_second": 100.0}))
+    cli.main(["pipe", "--pipeline", str(saved_pipeline), "--texts", str(texts)])
+    assert [("--warm-load" in args) for args in calls] == [False, True]
