@@ -29,7 +29,8 @@ POLL_SECONDS = 0.5
 MAX_ATTEMPTS = 3
 LOAD_ALLOWANCE_SECONDS = 600  # a worker's first shard also loads the pipeline
 # Imported once by the fork server (an ImportError is ignored): what loading tl_fillm imports.
-PRELOAD = ["fillm_spacy.annotate.worker", "spacy", "torch", "transformers", "peft", "fillm_spacy.layers.llm_encoder"]
+PRELOAD = ["fillm_spacy.annotate.worker", "spacy", "torch", "transformers", "peft", "fillm_spacy.layers.llm_encoder",
+           "fillm_spacy.annotate.preload"]
 
 OnDone = Callable[[int, Dict], None]
 OnProgress = Callable[[int, int], None]
