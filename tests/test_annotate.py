@@ -351,6 +351,7 @@ def test_usage_errors_are_one_line(pipeline, corpus, tmp_path, capsys, monkeypat
         ([str(pipeline), str(tmp_path / "nothing.txt"), str(tmp_path / "o")], "no such file or directory"),
         ([str(tmp_path), str(corpus), str(tmp_path / "o")], "not a pipeline directory"),
         ([str(pipeline), str(corpus), str(tmp_path / "o"), "--shard-size", "0"], "--shard-size must be at least 1"),
+        ([str(pipeline), str(corpus), str(tmp_path / "o"), "--address", "auto"], "use it with --engine ray"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as stopped:

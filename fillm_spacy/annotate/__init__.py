@@ -6,8 +6,9 @@ engine (actors across machines).
 
 Modules: inputs (files, records, repairs), plan (shards), writers (formats, atomic writes),
 manifest (manifest and journal), worker (one shard in one worker), local and ray_engine
-(engines), progress (bar, summary), job (one job end to end), cli. Importing this package is
-cheap: spaCy, torch and Ray load only when a job runs.
+(engines; preload: what the local engine's fork server imports), progress (bar, summary),
+job (one job end to end), errors, cli. Importing this package is cheap: spaCy, torch and Ray
+load only when a job runs.
 """
 from .errors import AnnotateError, Interrupted
 from .job import annotate

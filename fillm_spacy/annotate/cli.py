@@ -13,9 +13,9 @@ from .job import ENGINES, FORMATS, annotate
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fillm_spacy.annotate",
-        description="Annotate a corpus with a spaCy pipeline (tl_fillm) into resumable numbered shards and a manifest.",
+        description="Annotate a corpus with a spaCy pipeline (tl_fillm_sm) into resumable numbered shards and a manifest.",
     )
-    parser.add_argument("model", help="pipeline package name (tl_fillm) or directory")
+    parser.add_argument("model", help="pipeline package name (tl_fillm_sm) or directory")
     parser.add_argument("input", help="a .txt (one document a line), .jsonl or .spacy file, a directory of them, or a glob")
     parser.add_argument("output_dir", help="where the shards and manifest.json go; rerun the same command to resume")
     parser.add_argument("--text-key", "-tk", default="text", help="JSONL key of the text (default: text)")

@@ -34,8 +34,9 @@ ANNOTATION_KEPT = {"long_document": "annotated in parts of at most --part-tokens
 
 
 def check_options(fmt: str, engine: str, shard_size: int, n_process: int, batch_size: Optional[int],
-                  part_tokens: int, shard_timeout: float) -> None:
+                  part_tokens: int, shard_timeout: float, address: Optional[str]) -> None:
     problems = [
+        (address is not None and engine != "ray", "--address names a Ray cluster: use it with --engine ray"),
         (fmt not in FORMATS, f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}"),
         (engine not in ENGINES, f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}"),
         (shard_size < 1, f"--shard-size must be at least 1, not {shard_size}"),
@@ -85,7 +86,7 @@ def annotate(model: str, input: str, output_dir: str, *, fmt: str = "spacy", tex
     """Annotate every document of `input` with the pipeline `model` into numbered shards and a
     manifest in `output_dir`, continuing an interrupted run of the same job; returns the summary
     (its "line" is what the command prints). Raises AnnotateError (one line) when it cannot."""
-    check_options(fmt, engine, shard_size, n_process, batch_size, part_tokens, shard_timeout)
+    check_options(fmt, engine, shard_size, n_process, batch_size, part_tokens, shard_timeout, address)
     if engine == "ray":
         from .ray_engine import import_ray
 

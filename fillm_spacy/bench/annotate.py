@@ -70,7 +70,8 @@ def run_annotate_bench(args) -> Dict:
         for engine in engines:
             for count in workers:
                 try:
-                    runs.append(measure_annotate(args.pipeline, texts, engine, count, args.shard_size, args.batch_size, args.address))
+                    address = args.address if engine == "ray" else None
+                    runs.append(measure_annotate(args.pipeline, texts, engine, count, args.shard_size, args.batch_size, address))
                 except AnnotateError as error:  # the other configurations still run
                     runs.append({"engine": engine, "workers": count, "error": str(error)})
     finally:
