@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", help="a .txt (one document a line), .jsonl or .spacy file, a directory of them, or a glob")
     parser.add_argument("output_dir", help="where the shards and manifest.json go; rerun the same command to resume")
     parser.add_argument("--text-key", "-tk", default="text", help="JSONL key of the text (default: text)")
-    parser.add_argument("--batch-size", "-b", type=int, default=None, help="documents per nlp.pipe batch (default: the pipeline's)")
+    parser.add_argument("--batch-size", "-b", type=int, default=None, help="documents per nlp.pipe batch, at most --part-tokens tokens in all (default: the pipeline's)")
     parser.add_argument("--n-process", "-n", type=int, default=1, help="local processes, or Ray actors (default: 1)")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default="spacy", help="shard format (default: spacy)")
     parser.add_argument("--shard-size", type=int, default=1000, help="documents per shard (default: 1000)")
