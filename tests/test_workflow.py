@@ -33,14 +33,6 @@ def test_quick_workflow_trains_evaluates_and_compares(tmp_path, tiny_gemma3_dir)
     project.mkdir()
     shutil.copyfile(ROOT / "project.yml", project / "project.yml")
     shutil.copytree(ROOT / "configs", project / "configs")
-    # The tiny model has 3 layers; tl_fillm_lg reads layers 4, 8 and 12 of Gemma 3 270M. (weasel
-    # strips every "--" from a --vars value, so no override list can carry this.)
-    lg_config = project / "configs" / "tl_fillm_lg.cfg"
-    lg_text = lg_config.read_text(encoding="utf8")
-    for old, new in (("first_layer = 4", "first_layer = 1"), ("last_layer = 12", "last_layer = 3"), ("layer_stride = 4", "layer_stride = 2")):
-        assert old in lg_text
-        lg_text = lg_text.replace(old, new)
-    lg_config.write_text(lg_text, encoding="utf8")
     shutil.copytree(ROOT / "data", project / "data")
     offline = make_offline_data(tmp_path / "shared")
     command = [
@@ -53,6 +45,8 @@ def test_quick_workflow_trains_evaluates_and_compares(tmp_path, tiny_gemma3_dir)
         "--vars.quick_vectors_bucket", "1000",
         "--vars.n_resamples", "200",
         "--vars.quick_silver_lines", "5",
+        # the tiny model has 3 layers; tl_fillm_lg reads layers 4, 8 and 12 of Gemma 3 270M
+        "--vars.lg_first_layer", "1", "--vars.lg_last_layer", "3", "--vars.lg_layer_stride", "2",
     ]
     result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -66,6 +60,9 @@ def test_quick_workflow_trains_evaluates_and_compares(tmp_path, tiny_gemma3_dir)
     silver = list((project / "corpus" / "quick" / "silver" / "alt").rglob("*.spacy"))
     silver_docs = [doc for path in silver for doc in DocBin().from_disk(path).get_docs(spacy.blank("tl").vocab)]
     assert len(silver_docs) == 5 and all(doc.has_annotation("DEP") and doc.has_annotation("POS") for doc in silver_docs)
+    sm_config = spacy.util.load_config(project / "training" / "quick" / "tl_fillm_sm" / "model-best" / "config.cfg")
+    lg_config = spacy.util.load_config(project / "training" / "quick" / "tl_fillm_lg" / "model-best" / "config.cfg")
+    assert sm_config["paths"]["silver"] == "corpus/quick/silver/alt" and lg_config["paths"]["silver"] is None
 
     compare = (project / "metrics" / "quick" / "compare.md").read_text()
     assert "tl_fillm_sm vs calamancy_baseline" in compare and "tl_fillm_lg vs calamancy_baseline" in compare

@@ -43,7 +43,9 @@ def annotate_and_write(job: Job, annotator, shard: Dict, on_batch=None) -> Dict:
 
 
 def run_in_process(job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgress) -> None:
-    annotator = job.annotator()
+    # No watchdog here: its exit would end the caller's own process (and with it the job),
+    # with no pool to redo the shard in; --shard-timeout bounds worker processes.
+    annotator = job.annotator(timeout=0)
     for shard in todo:
         on_done(shard["index"], annotate_and_write(job, annotator, shard, on_progress))
 

@@ -194,9 +194,9 @@ class Job(NamedTuple):
     def names(self) -> List[str]:
         return [f.name for f in self.files]
 
-    def annotator(self, gpu_id: Optional[int] = None) -> "ShardAnnotator":
+    def annotator(self, gpu_id: Optional[int] = None, timeout: Optional[float] = None) -> "ShardAnnotator":
         return ShardAnnotator(self.model, self.fmt, self.names, self.batch_size, self.part_tokens,
-                              self.gpu_id if gpu_id is None else gpu_id, self.timeout)
+                              self.gpu_id if gpu_id is None else gpu_id, self.timeout if timeout is None else timeout)
 
     def shard_path(self, index: int) -> Path:
         return Path(self.output_dir) / shard_file_name(index, self.fmt)

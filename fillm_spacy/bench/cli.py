@@ -1,9 +1,9 @@
 """`python -m fillm_spacy.bench`: the command line; every measurement runs in a fresh subprocess.
 
-    python -m fillm_spacy.bench pipe --pipeline training/tl_fillm/model-best --pipeline training/baseline/model
+    python -m fillm_spacy.bench pipe --pipeline training/tl_fillm_sm/model-best --pipeline training/baseline/model
     python -m fillm_spacy.bench train --config configs/tl_fillm_sm.cfg --train corpus/ud/train.spacy
     python -m fillm_spacy.bench encoder --model gemma3-270m
-    python -m fillm_spacy.bench accuracy --pipeline training/tl_fillm/model-best --dev corpus/ud/dev.spacy
+    python -m fillm_spacy.bench accuracy --pipeline training/tl_fillm_sm/model-best --dev corpus/ud/dev.spacy
     python -m fillm_spacy.bench scale --preset seallm-7b-v2.5 --device cuda --dtype bfloat16
     python -m fillm_spacy.bench annotate --pipeline tl_fillm_sm --texts assets/raw/alt-fil-wikinews.txt
 

@@ -1,17 +1,17 @@
-"""The compare CLI: tl_fillm vs the calamanCy-style baseline, with paired tests over sentences.
+"""The compare CLI: the tl_fillm pipelines vs the calamanCy-style baseline, with paired tests over sentences.
 
 spaCy's scores of every system, paired significance tests over sentences, and calamanCy's
 published numbers in a separate column:
 
     # spaCy's own evaluation of every pipeline on every test set -> <output-dir>/<name>/<test>.json
     python -m fillm_spacy.evaluation.compare evaluate \
-        --pipeline tl_fillm=training/tl_fillm/model-best \
+        --pipeline tl_fillm_sm=training/tl_fillm_sm/model-best \
         --pipeline calamancy_baseline=training/baseline/model \
         --test-dir corpus/test --output-dir metrics
 
     # per-sentence scores of both systems, paired tests, markdown table
     python -m fillm_spacy.evaluation.compare report \
-        --system tl_fillm=training/tl_fillm/model-best \
+        --system tl_fillm_sm=training/tl_fillm_sm/model-best \
         --baseline calamancy_baseline=training/baseline/model \
         --test-dir corpus/test --metrics-dir metrics --output metrics/compare.md
 

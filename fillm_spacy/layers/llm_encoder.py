@@ -17,13 +17,13 @@ from thinc.types import Floats2d
 from ..models.adapters import add_lora_adapter, new_adapter_name
 from ..models.loading import BaseLLM
 from .encoder_batch import POOLING, docs_to_batch
-from .llm_encoder_module import ATTENTION, LLMEncoderModule
+from .llm_encoder_module import ATTENTION, BIDIRECTIONAL_MODEL_TYPES, LLMEncoderModule
 from .llm_shim import LLMShim
 
 
 def mixed_layer_indices(first_layer: int, last_layer: int, layer_stride: int) -> List[int]:
-    """first_layer, first_layer + layer_stride, ..., last_layer (the last is always mixed)."""
-    return list(range(last_layer, first_layer - 1, -layer_stride))[::-1]
+    """first_layer, first_layer + layer_stride, ..., last_layer."""
+    return list(range(first_layer, last_layer + 1, layer_stride))
 
 
 def build_llm_encoder(
@@ -55,8 +55,11 @@ def build_llm_encoder(
             f"Need 0 <= first_layer <= last_layer <= {n_layers} (the base model's layers), "
             f"got first_layer={first_layer}, last_layer={last_layer}"
         )
-    if layer_stride < 1:
-        raise ValueError(f"Need layer_stride >= 1, got {layer_stride}")
+    if layer_stride < 1 or (last_layer - first_layer) % layer_stride:
+        raise ValueError(
+            f"Need layer_stride >= 1 dividing last_layer - first_layer, got layer_stride={layer_stride} "
+            f"for layers {first_layer}..{last_layer}"
+        )
     if not 0 <= lora_top_layers <= last_layer:
         raise ValueError(f"Need 0 <= lora_top_layers <= last_layer ({last_layer}), got {lora_top_layers}")
     if contextualizer_depth < 1 or not 0.0 <= contextualizer_dropout < 1.0:
@@ -70,6 +73,11 @@ def build_llm_encoder(
         raise ValueError(f"pooling must be one of {POOLING}, got {pooling!r}")
     if attention not in ATTENTION:
         raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
+    if attention == "bidirectional" and llm.config.model_type not in BIDIRECTIONAL_MODEL_TYPES:
+        raise ValueError(
+            f"attention='bidirectional' is built for {BIDIRECTIONAL_MODEL_TYPES} (their attention-mask "
+            f"inputs), not for model_type {llm.config.model_type!r}: use attention='causal'"
+        )
     max_window = getattr(llm.config, "max_position_embeddings", window + 1) - 1
     if window > max_window:
         raise ValueError(f"window={window} is longer than the base model's context ({max_window} pieces)")

@@ -23,6 +23,9 @@ from .encoder_batch import EncoderBatch
 from .scalar_mix import ScalarMix
 
 ATTENTION = ("causal", "bidirectional")
+# The model families whose attention-mask inputs `attention_mask()` knows: one 4-D mask (Gemma 1),
+# or one per attention type (Gemma 3).
+BIDIRECTIONAL_MODEL_TYPES = ("gemma", "gemma3_text", "gemma3")
 # Families whose model forward multiplies `inputs_embeds` by sqrt(hidden) (Gemma 3 scales inside
 # its embedding module instead): running the layers above a cached prefix must undo it.
 SCALES_INPUT_EMBEDS = ("gemma", "gemma2")
@@ -47,6 +50,10 @@ class PrefixCache:
         if self.n_bytes + size <= self.max_bytes:
             self.entries[key] = states
             self.n_bytes += size
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.n_bytes = 0
 
 
 class LLMEncoderModule(torch.nn.Module):
@@ -125,6 +132,8 @@ class LLMEncoderModule(torch.nn.Module):
 
     def forward(self, batch: EncoderBatch) -> torch.Tensor:
         device = self.projection.weight.device
+        if sum(batch.doc_lengths) == 0:  # no token at all: nothing for the BiLSTM or the projection
+            return self.projection(self.projection.weight.new_zeros((0, self.projection.in_features)))
         mixed = self.encode_windows(batch.windows, device)
         pieces = mixed[batch.kept_rows.to(device)]
         n_tokens = sum(batch.doc_lengths)
@@ -244,7 +253,8 @@ class LLMEncoderModule(torch.nn.Module):
 @contextlib.contextmanager
 def layers_only(decoder: torch.nn.Module, start: int, stop: int):
     """Run only decoder layers start+1..stop, without the final norm (see the module doc).
-    Callers hold the base model's lock (active_adapter), so no other use sees the change."""
+    The encoder calls it under the base model's lock (active_adapter), which every reader of the
+    layer list (adapter_parameters, other encoders, generation) also takes."""
     layers, norm = decoder.layers, decoder.norm
     decoder.layers = layers[start:stop]
     decoder.norm = torch.nn.Identity()

@@ -12,6 +12,10 @@ from ..models.adapters import adapter_parameters, add_lora_adapter, new_adapter_
 from ..models.loading import check_fingerprint
 from .llm_encoder_module import LLMEncoderModule
 
+# Version of what to_bytes writes. 2: features are the layers' own outputs; files written before
+# (no "format") were trained on HF's final norm over the last layer run, so they are refused.
+FORMAT = 2
+
 
 class LLMShim(PyTorchShim):
     """A PyTorchShim whose state is the encoder's adapter and own weights."""
@@ -54,6 +58,10 @@ class LLMShim(PyTorchShim):
                 for k, v in backup.items():
                     current[k].copy_(v)
 
+    def to_device(self, device_type: str, device_id: int):
+        self._model.prefix_cache.clear()  # cached states live on the old device
+        super().to_device(device_type, device_id)
+
     def copy(self) -> "LLMShim":
         """What `Model.copy()` calls (spaCy's `replace_listeners`, sourcing a component): the copy
         shares the base LLM (one per process; its lock cannot be deep-copied anyway) and gets an
@@ -84,6 +92,7 @@ class LLMShim(PyTorchShim):
             }
         return srsly.msgpack_dumps(
             {
+                "format": FORMAT,
                 "fingerprint": module.llm.fingerprint,
                 "adapter": tensors_to_bytes(adapter),
                 "own": tensors_to_bytes({k: v.cpu() for k, v in module.own_state().items()}),
@@ -102,6 +111,13 @@ class LLMShim(PyTorchShim):
                 "The LLM encoder's saved weights (tok2vec/model) are corrupt or not from fillm_spacy: "
                 f"{type(err).__name__}: {err}. Re-train or re-copy the pipeline directory."
             ) from err
+        if msg.get("format") != FORMAT:
+            raise ValueError(
+                f"The LLM encoder's saved weights are in format {msg.get('format', 1)}, this fillm_spacy reads "
+                f"format {FORMAT} (since format 2 the features are the layers' own outputs, without the "
+                "model's final norm): re-train the pipeline with this version."
+            )
+        module.prefix_cache.clear()  # states of the old weights' windows
         check_fingerprint(fingerprint, module.llm, "The saved LLM encoder")
         device = self.device
         if bool(adapter) != (module.adapter_name is not None):

@@ -181,7 +181,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
-    from ..models.adapters import active_adapter, adapter_parameters, add_lora_adapter, new_adapter_name, train_only
+    from ..models.adapters import active_adapter, adapter_parameters, add_lora_adapter, new_adapter_name, set_trainable
     from ..models.loading import load_base_llm
     from .local_model import ADAPTER_INFO_FILE, fillm_local_llm_v1
 
@@ -246,7 +246,6 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     dev_before = answer_loss(llm, adapter_name, dev_encoded, pad_id, args.batch_size) if dev_encoded else None
     started = time.time()
     with active_adapter(llm, adapter_name):
-        train_only(llm, adapter_name)
         for step in range(args.max_steps):
             llm.model.train()
             optimizer.zero_grad()
@@ -267,8 +266,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                       f"({time.time() - started:.0f}s)", file=sys.stderr)
     llm.model.eval()
     dev_after = answer_loss(llm, adapter_name, dev_encoded, pad_id, args.batch_size) if dev_encoded else None
-    # Training is over: nothing of the shared model trains (set_adapter un-froze this adapter).
-    train_only(llm, None)
+    # Training is over: this adapter no longer trains.
+    set_trainable(llm, adapter_name, False)
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

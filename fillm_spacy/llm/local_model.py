@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..models.adapters import active_adapter, new_adapter_name, train_only
+from ..models.adapters import active_adapter, new_adapter_name, sync_trainable
 from ..models.loading import BaseLLM, check_fingerprint, load_base_llm
 
 CHAT_FORMATS = ("auto", "plain", "seallm", "tokenizer")
@@ -62,9 +62,8 @@ def load_saved_adapter(llm: BaseLLM, path: str) -> str:
                 )
             else:
                 llm.peft_model.load_adapter(str(directory), adapter_name=adapter_name, is_trainable=False)
-            # Loading un-freezes what it touches; a component that trains an adapter marks it
-            # trainable again whenever it runs it (peft's set_adapter).
-            train_only(llm, None)
+            # Loading un-freezes what it touches; this adapter never trains.
+            sync_trainable(llm)
         _loaded_adapters[key] = adapter_name
         return adapter_name
 
@@ -232,9 +231,9 @@ class LocalLLM:
                             responses[i] = self.cut_at_stop(tokenizer.decode(new, skip_special_tokens=True))
             finally:
                 model.train(was_training)
-                # peft's set_adapter and disable_adapter mark adapters trainable; generation trains
-                # none (a component that trains one marks it again whenever it runs it).
-                train_only(self.llm, None)
+                # peft's set_adapter and disable_adapter change what requires grad; put back what
+                # trains (an encoder's adapter may be mid-update).
+                sync_trainable(self.llm)
         self.last_response_pieces = pieces
         return responses
 
@@ -260,7 +259,7 @@ def fillm_local_llm_v1(
     context_length: Optional[int] = None,
     stop: Optional[List[str]] = None,
     system_prompt: Optional[str] = None,
-    device: str = "cpu",
+    device: Optional[str] = None,
     dtype: str = "float32",
 ) -> LocalLLM:
     """`fillm.LocalLLM.v1` (spacy-llm `llm_models`).
@@ -280,7 +279,8 @@ def fillm_local_llm_v1(
         for chat formats). Generation is greedy, so outputs are deterministic.
     system_prompt: a system turn for chat formats (default: SeaLLM's "You are a helpful assistant."
         for the seallm format, none for a tokenizer's template).
-    device, dtype: where and in what precision the shared base model is loaded.
+    device, dtype: where and in what precision the shared base model is loaded; device None:
+        wherever the shared model already is (an encoder's GPU), the CPU on first load.
     """
     llm = load_base_llm(name, device=device, dtype=dtype)
     adapter_name = load_saved_adapter(llm, adapter) if adapter else None

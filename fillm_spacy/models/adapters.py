@@ -22,8 +22,10 @@ def add_lora_adapter(
     dropout: float,
     target_modules: List[str],
     layers: Optional[Sequence[int]] = None,
+    trainable: bool = True,
 ) -> None:
-    """Add a LoRA adapter to `llm`; its weights train, the base weights never do.
+    """Add a LoRA adapter to `llm`; its weights train (unless `trainable` is False), the base
+    weights never do.
 
     layers: 0-based indices of the decoder layers that get LoRA (peft's `layers_to_transform`);
     None: every layer. An encoder that runs 4 of 18 layers puts LoRA on those 4 only.
@@ -43,17 +45,27 @@ def add_lora_adapter(
             llm.peft_model = get_peft_model(llm.model, config, adapter_name=adapter_name)
         else:
             llm.peft_model.add_adapter(adapter_name, config)
-        # peft un-freezes only the adapter; keep everything else frozen, whatever it did.
-        train_only(llm, adapter_name)
+        set_trainable(llm, adapter_name, trainable)
 
 
-def train_only(llm: BaseLLM, adapter_name: Optional[str]) -> None:
-    """Mark `adapter_name`'s weights trainable and every other weight of the base model frozen
-    (None: freeze everything). peft's set_adapter / add_adapter / load_adapter un-freeze the
-    adapter they touch, so each use of the shared model calls this to restore its own setting."""
-    marker = f".{adapter_name}." if adapter_name is not None else None
+def set_trainable(llm: BaseLLM, adapter_name: str, trainable: bool) -> None:
+    """Say whether `adapter_name` trains (an encoder's adapter, a generative adapter while it is
+    fine-tuned) and apply it to the whole shared model."""
+    with llm.lock:
+        (llm.trainable_adapters.add if trainable else llm.trainable_adapters.discard)(adapter_name)
+        sync_trainable(llm)
+
+
+def sync_trainable(llm: BaseLLM) -> None:
+    """requires_grad exactly on the weights of the adapters that train; the base weights and
+    every other adapter frozen. peft's set_adapter / disable_adapter / add_adapter / load_adapter
+    change requires_grad as they go (set_adapter freezes every inactive adapter), so every use of
+    the shared model calls this after them: an encoder's adapter must still require grad when a
+    later component's forward pass (a listener's copy, a generation) ran in between its forward
+    and its backward."""
+    markers = [f".{name}." for name in llm.trainable_adapters]
     for param_name, param in llm.model.named_parameters():
-        param.requires_grad_(marker is not None and marker in param_name)
+        param.requires_grad_(any(marker in param_name for marker in markers))
 
 
 @contextlib.contextmanager
@@ -66,13 +78,17 @@ def active_adapter(llm: BaseLLM, adapter_name: Optional[str]) -> Iterator[None]:
             yield
         elif adapter_name is None:
             with llm.peft_model.disable_adapter():
+                sync_trainable(llm)
                 yield
+            sync_trainable(llm)
         else:
             llm.peft_model.base_model.set_adapter(adapter_name)
-            # set_adapter marks the active adapter trainable; only ours may be.
+            sync_trainable(llm)
             yield
 
 
 def adapter_parameters(llm: BaseLLM, adapter_name: str):
-    """(name, parameter) pairs of one adapter."""
-    return [(n, p) for n, p in llm.model.named_parameters() if f".{adapter_name}." in n]
+    """(name, parameter) pairs of one adapter (under the lock: an encoder's forward pass swaps
+    the decoder's layer list, which would renumber the names)."""
+    with llm.lock:
+        return [(n, p) for n, p in llm.model.named_parameters() if f".{adapter_name}." in n]

@@ -10,7 +10,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 import torch
 
@@ -34,6 +34,7 @@ class BaseLLM:
     tokenizer: object
     fingerprint: Dict[str, object]
     peft_model: Optional[torch.nn.Module] = None
+    trainable_adapters: Set[str] = field(default_factory=set)  # see models.adapters.sync_trainable
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
@@ -103,18 +104,18 @@ def weights_fingerprint(name: str, path: Path, model: torch.nn.Module) -> Dict[s
     return fingerprint
 
 
-def load_base_llm(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32") -> BaseLLM:
+def load_base_llm(name: str = DEFAULT_MODEL, device: Optional[str] = None, dtype: str = "float32") -> BaseLLM:
     """The process-wide `BaseLLM` for `name` and `dtype`, loading it on first use.
 
-    One copy per process whatever the device: a component asking for another device than the
-    one the model is on moves the shared copy there (the encoder's thinc shim moves it to the
-    GPU too), so a GPU process never holds two 7B models.
+    One copy per process whatever the device, so a GPU process never holds two 7B models.
+    device None leaves the shared copy where it is (on the CPU when first loaded; the encoder's
+    thinc shim moves it to the GPU); a device named explicitly moves the one copy there.
     """
     key = (name, dtype)
     with _LOADING_LOCK:
         if key in _LOADED:
             llm = _LOADED[key]
-            if torch.device(device) != llm.device:
+            if device is not None and torch.device(device) != llm.device:
                 with llm.lock:
                     llm.model.to(device)
             return llm
@@ -131,7 +132,7 @@ def load_base_llm(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "
             raise BaseModelNotFound(f"Base model '{name}' at {path} is missing weights: {missing[:5]}")
         model.requires_grad_(False)
         model.eval()
-        model.to(device)
+        model.to(device or "cpu")
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         if not getattr(tokenizer, "is_fast", False):
             raise BaseModelNotFound(f"Base model '{name}' has no fast tokenizer; character offsets are required.")

@@ -4,7 +4,8 @@ from typing import Iterator, List
 import torch
 from spacy.language import Language
 
-from ..layers.llm_encoder import LLMEncoderModule, LLMShim
+from ..layers.llm_encoder_module import LLMEncoderModule
+from ..layers.llm_shim import LLMShim
 
 
 def llm_encoder_modules(nlp: Language) -> Iterator[LLMEncoderModule]:

@@ -162,7 +162,7 @@ class Summarizer:
         max_new_tokens: int,
         chat_format: str,
         batch_size: int,
-        device: str,
+        device: Optional[str],
         dtype: str,
     ):
         if mode not in MODES:
@@ -320,7 +320,7 @@ def clean_headline(answer: str) -> str:
         "max_new_tokens": 48,
         "chat_format": "auto",
         "batch_size": 4,
-        "device": "cpu",
+        "device": None,
         "dtype": "float32",
     },
 )
@@ -338,7 +338,7 @@ def make_summarizer(
     max_new_tokens: int,
     chat_format: str,
     batch_size: int,
-    device: str,
+    device: Optional[str],
     dtype: str,
 ) -> Summarizer:
     """`fillm_summarizer`: writes `doc._.summary`.
@@ -353,7 +353,8 @@ def make_summarizer(
     max_input_pieces: model pieces of doc text the abstractive prompt may hold.
     max_new_tokens: longest abstractive summary, in model pieces.
     batch_size: docs summarized together.
-    device, dtype: where and in what precision the shared base model is loaded ("abstractive").
+    device, dtype: where and in what precision the shared base model is loaded ("abstractive");
+        device None: wherever the shared model already is, the CPU on first load.
     """
     return Summarizer(
         nlp,
