@@ -19,18 +19,23 @@ def plot_depth_curve(runs: List[Dict], output: Path) -> Path:
 
         matplotlib.use("Agg")  # files only, no display
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError as err:
         raise SystemExit('The depth plot needs matplotlib: pip install -e ".[plots]"') from err
     missing = [r.get("name", "?") for r in runs if not all(k in r for k in ("name", "words_per_second", "pos_acc", "dep_las"))]
     if missing or not runs:
         raise ValueError(f"Each run needs name, words_per_second, pos_acc and dep_las; incomplete: {missing or 'no runs'}")
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
     for axis, key, title in ((axes[0], "dep_las", "held-out LAS"), (axes[1], "pos_acc", "held-out UPOS")):
         for run in runs:
             style = dict(marker="s", color="black") if run.get("baseline") else dict(marker="o", color="tab:blue")
             axis.scatter(run["words_per_second"], run[key], **style)
             axis.annotate(run["name"], (run["words_per_second"], run[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         axis.set_xscale("log")
+        speeds = [run["words_per_second"] for run in runs]
+        axis.set_xlim(min(speeds) / 1.6, max(speeds) * 2.5)  # room for the labels
+        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("words/s (bench pipe, 2 CPU cores)")
         axis.set_ylabel(f"{title} (%)")
         axis.grid(True, alpha=0.3)
