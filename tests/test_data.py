@@ -240,6 +240,7 @@ def project():
 def test_project_has_the_agreed_commands_and_workflows(project):
     commands = {c["name"]: c for c in project["commands"]}
     for name in ("setup", "convert", "train-lg", "annotate-silver", "train", "train-sm-gold", "train-vectors",
+                 "train-llm-vectors", "train-sm-llm-vectors",
                  "train-baseline", "train-baseline-novectors", "evaluate", "compare", "package", "bench"):
         assert name in commands, name
     for workflow in ("all", "quick"):

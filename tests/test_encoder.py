@@ -526,3 +526,26 @@ def test_weights_saved_before_format_2_are_refused(tiny_gemma3_dir, nlp):
     with pytest.raises(ValueError, match="format 1.*re-train"):
         shim.from_bytes(srsly.msgpack_dumps(msg))
     shim.from_bytes(shim.to_bytes())  # the current format round-trips
+
+
+def test_a_forward_runs_in_its_own_modules_mode_whatever_another_encoder_set(tiny_gemma3_dir, nlp):
+    """Two encoders share the base model, whose LoRA dropout follows train()/eval(): one
+    encoder's eval() (another thread's nlp.pipe) must not switch off the other's dropout."""
+    from fillm_spacy.layers.encoder_batch import docs_to_batch
+
+    training, other = (encoder_module(make_encoder(tiny_gemma3_dir, lora_dropout=0.5)) for _ in range(2))
+    seen = {training.adapter_name: [], other.adapter_name: []}
+    hooks = []
+    for name, module in training.base.named_modules():
+        adapter = name.rpartition(".")[2]
+        if ".lora_dropout." in name and adapter in seen:
+            hooks.append(module.register_forward_hook(lambda m, i, o, a=adapter: seen[a].append(m.training)))
+    batch = docs_to_batch(training.llm, 32, 24, causal=True, pooling="last")(None, [nlp("Kumain ng mangga ang bata.")], True)[0]
+    training.train()
+    other.eval()  # flips the shared base to eval
+    training(*batch.args)
+    other(*batch.args)
+    for hook in hooks:
+        hook.remove()
+    assert seen[training.adapter_name] and all(seen[training.adapter_name])  # dropout on
+    assert seen[other.adapter_name] and not any(seen[other.adapter_name])  # dropout off

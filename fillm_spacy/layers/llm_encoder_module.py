@@ -119,6 +119,12 @@ class LLMEncoderModule(torch.nn.Module):
             features = hidden
         self.projection = torch.nn.Linear(features, width)
 
+    def train(self, mode: bool = True):
+        """As torch's, under the shared base model's lock: the recursion reaches the base (its
+        LoRA dropout), which another thread's forward pass may be running."""
+        with self.llm.lock:
+            return super().train(mode)
+
     def trainable_named_parameters(self):
         """This encoder's own parameters and its adapter's: other components' adapters on the
         shared base model are theirs to update."""
@@ -131,18 +137,24 @@ class LLMEncoderModule(torch.nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("base.")}
 
     def forward(self, batch: EncoderBatch) -> torch.Tensor:
-        device = self.projection.weight.device
         if sum(batch.doc_lengths) == 0:  # no token at all: nothing for the BiLSTM or the projection
             return self.projection(self.projection.weight.new_zeros((0, self.projection.in_features)))
-        mixed = self.encode_windows(batch.windows, device)
-        pieces = mixed[batch.kept_rows.to(device)]
-        n_tokens = sum(batch.doc_lengths)
-        weighted = pieces[batch.pool_pieces.to(device)] * batch.pool_weights.to(device)[:, None]
-        tokens = torch.zeros((n_tokens, pieces.shape[1]), dtype=pieces.dtype, device=device)
-        tokens = tokens.index_add(0, batch.pool_tokens.to(device), weighted)
-        if self.contextualizer is not None and n_tokens > 0:
+        tokens = self.token_states(batch)
+        if self.contextualizer is not None:
             tokens = self.contextualize(tokens, batch.doc_lengths)
         return self.projection(tokens)
+
+    def token_states(self, batch: EncoderBatch) -> torch.Tensor:
+        """One mixed LLM state per token (docs concatenated), before the BiLSTM."""
+        device = self.projection.weight.device
+        n_tokens = sum(batch.doc_lengths)
+        if n_tokens == 0:
+            return torch.zeros((0, self.llm.config.hidden_size), device=device)
+        mixed = self.encode_windows(batch.windows, device)
+        pieces = mixed[batch.kept_rows.to(device)]
+        weighted = pieces[batch.pool_pieces.to(device)] * batch.pool_weights.to(device)[:, None]
+        tokens = torch.zeros((n_tokens, pieces.shape[1]), dtype=pieces.dtype, device=device)
+        return tokens.index_add(0, batch.pool_tokens.to(device), weighted)
 
     def contextualize(self, tokens: torch.Tensor, lengths: List[int]) -> torch.Tensor:
         per_doc = [seq for seq in torch.split(tokens, lengths) if len(seq)]
@@ -244,6 +256,9 @@ class LLMEncoderModule(torch.nn.Module):
                 hidden = hidden / torch.tensor(self.llm.config.hidden_size**0.5, dtype=hidden.dtype)
             kwargs = {"inputs_embeds": hidden}
         with active_adapter(self.llm, self.adapter_name), layers_only(decoder, start, stop):
+            # The base is shared: another component's train()/eval() may have set its mode (LoRA
+            # dropout) since this module's was set; this forward runs in this module's mode.
+            self.base.train(self.training)
             states = decoder(
                 attention_mask=self.attention_mask(mask), output_hidden_states=True, use_cache=False, **kwargs
             ).hidden_states

@@ -1,0 +1,201 @@
+"""Static word vectors distilled from the LLM's middle layers (Gupta & Jaggi 2021).
+
+Each word type's vector is the average, over its occurrences in raw text, of the frozen LLM's
+contextual state for it: the same mixed state the encoder reads (layer-normed layers averaged,
+`ScalarMix` at its initial uniform weights; a word's last piece, as `pooling = "last"`). The
+table goes where floret's goes (`paths.vectors`), so a pipeline reads what the deep layers know
+about a word at the cost of a table lookup: nothing at inference runs the LLM.
+
+One row per lowercased form, so "Maynila" and "maynila" share the average of both; the row is
+keyed by the form in lower case, in title case and as every spelling seen (spaCy looks vectors up
+by ORTH: a LOWER-keyed table would be neater, but spaCy 3.8 saves `attr` only for floret tables). `--with-floret` appends each type's floret
+vector (a table with both, in spaCy's one-table-per-pipeline); words not seen in the raw text
+have no row and read zeros, where floret alone would build one from character n-grams.
+
+    python -m fillm_spacy.workflow.llm_vectors assets/raw/alt-fil-wikinews.txt vectors/llm-tl \\
+        --layers 4 8 12 --lines 5000
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import spacy
+import torch
+from spacy.vectors import Vectors
+
+from ..layers.encoder_batch import docs_to_batch
+from ..layers.llm_encoder_module import LLMEncoderModule
+from ..models.loading import load_base_llm
+
+
+def read_lines(raw_text: Path, max_lines: int) -> List[str]:
+    """The first `max_lines` non-empty lines (0 = all), stripped."""
+    lines: List[str] = []
+    with raw_text.open(encoding="utf8") as handle:
+        for line in handle:
+            if line.strip():
+                lines.append(line.strip())
+                if max_lines and len(lines) >= max_lines:
+                    break
+    if not lines:
+        raise ValueError(f"{raw_text} has no text to average LLM states over")
+    return lines
+
+
+def average_llm_states(
+    texts: Iterable[str],
+    *,
+    model_name: str,
+    layers: Sequence[int],
+    lang: str = "tl",
+    batch_size: int = 32,
+    window: int = 256,
+    stride: int = 192,
+) -> Dict[str, object]:
+    """Sum and count of the mixed LLM state of every lowercased token over `texts`, and the
+    spellings each lowercased form was seen in."""
+    llm = load_base_llm(model_name)
+    n_layers = llm.config.num_hidden_layers
+    if not layers or not all(0 <= layer <= n_layers for layer in layers):
+        raise ValueError(f"layers must be in 0..{n_layers} (the base model's layers), got {list(layers)}")
+    module = LLMEncoderModule(
+        llm, None, layers, "causal", contextualizer_width=0, width=1, max_batch_pieces=4096
+    ).eval()
+    to_batch = docs_to_batch(llm, window, stride, causal=True, pooling="last")
+    tokenizer = spacy.blank(lang).tokenizer
+    index: Dict[str, int] = {}
+    spellings: List[set] = []
+    sums: List[np.ndarray] = []
+    counts: List[int] = []
+    batch: List[str] = []
+
+    def flush():
+        docs = list(tokenizer.pipe(batch))
+        inputs, _ = to_batch(None, docs, False)
+        with torch.no_grad():
+            states = module.token_states(*inputs.args).float().numpy()
+        tokens = [token for doc in docs for token in doc]
+        for token, state in zip(tokens, states):
+            word = token.lower_
+            if word.isspace():
+                continue
+            if word not in index:
+                index[word] = len(sums)
+                sums.append(np.zeros((states.shape[1],), dtype="float64"))
+                counts.append(0)
+                spellings.append({word, word.title()})
+            sums[index[word]] += state
+            counts[index[word]] += 1
+            spellings[index[word]].add(token.text)
+        batch.clear()
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    return {
+        "words": list(index),
+        "spellings": spellings,
+        "sums": np.stack(sums) if sums else np.zeros((0, 0)),
+        "counts": np.asarray(counts),
+    }
+
+
+def reduce_dim(table: np.ndarray, dim: int) -> np.ndarray:
+    """Centered PCA to `dim` columns (0 or >= width: the table as it is)."""
+    if dim <= 0 or dim >= table.shape[1]:
+        return table
+    centered = table - table.mean(axis=0, keepdims=True)
+    _, _, components = np.linalg.svd(centered, full_matrices=False)
+    return centered @ components[:dim].T
+
+
+def build_llm_vectors(
+    raw_text: Path,
+    output: Path,
+    *,
+    model_name: str,
+    layers: Sequence[int],
+    max_lines: int = 0,
+    min_count: int = 2,
+    dim: int = 0,
+    with_floret: Optional[Path] = None,
+    lang: str = "tl",
+) -> Dict[str, object]:
+    """Write a spaCy pipeline directory holding the table (what `paths.vectors` reads); returns
+    what was built (also saved as llm_vectors.json beside it)."""
+    start = time.time()
+    lines = read_lines(raw_text, max_lines)
+    averaged = average_llm_states(lines, model_name=model_name, layers=layers, lang=lang)
+    keep = np.flatnonzero(averaged["counts"] >= min_count)
+    if len(keep) == 0:
+        raise ValueError(f"No word occurs {min_count} times in the {len(lines)} lines read from {raw_text}")
+    words = [averaged["words"][i] for i in keep]
+    table = averaged["sums"][keep] / averaged["counts"][keep][:, None]
+    table = reduce_dim(table, dim)
+    if with_floret is not None:
+        floret = spacy.load(with_floret)
+        if floret.vocab.vectors.shape[0] == 0:
+            raise ValueError(f"{with_floret} holds no vectors")
+        table = np.hstack([table, np.stack([floret.vocab.get_vector(word) for word in words])])
+    nlp = spacy.blank(lang)
+    vectors = Vectors(strings=nlp.vocab.strings, data=table.astype("float32"), name=f"{lang}.llm_vectors")
+    for row, i in enumerate(keep):
+        for spelling in sorted(averaged["spellings"][i]):
+            vectors.add(nlp.vocab.strings.add(spelling), row=row)
+    nlp.vocab.vectors = vectors
+    nlp.to_disk(output)
+    summary = {
+        "raw_text": str(raw_text),
+        "lines": len(lines),
+        "model": model_name,
+        "layers": list(layers),
+        "min_count": min_count,
+        "types": len(words),
+        "keys": vectors.n_keys,
+        "types_seen": len(averaged["words"]),
+        "tokens": int(averaged["counts"].sum()),
+        "width": int(table.shape[1]),
+        "with_floret": str(with_floret) if with_floret else None,
+        "seconds": round(time.time() - start, 1),
+    }
+    (output / "llm_vectors.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf8")
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("raw_text", type=Path, help="raw text, one document per line")
+    parser.add_argument("output", type=Path, help="pipeline directory to write (paths.vectors)")
+    parser.add_argument("--model", default="gemma3-270m", help="base model (alias, local directory or cached hub name)")
+    parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 12], help="hidden states averaged (k = layer k's output)")
+    parser.add_argument("--lines", type=int, default=0, help="read the first N non-empty lines (0 = all)")
+    parser.add_argument("--min-count", type=int, default=2, help="keep word types seen at least this often")
+    parser.add_argument("--dim", type=int, default=0, help="PCA to this many columns (0 = the model's hidden size)")
+    parser.add_argument("--with-floret", type=Path, default=None, help="append this floret table's vector of each type")
+    parser.add_argument("--lang", default="tl")
+    args = parser.parse_args(argv)
+    try:
+        summary = build_llm_vectors(
+            args.raw_text,
+            args.output,
+            model_name=args.model,
+            layers=args.layers,
+            max_lines=args.lines,
+            min_count=args.min_count,
+            dim=args.dim,
+            with_floret=args.with_floret,
+            lang=args.lang,
+        )
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"[llm-vectors] {error}")
+    print(f"[llm-vectors] {json.dumps(summary)}")
+
+
+if __name__ == "__main__":
+    main()
