@@ -142,6 +142,23 @@ def test_responses_end_at_stop_strings(tiny_gemma_dir):
     assert fillm_local_llm_v1(str(tiny_gemma_dir)).stop == ["\n\n"]  # plain prompts: a blank line
 
 
+def test_a_stop_string_in_the_leading_whitespace_does_not_end_the_response(tiny_gemma_dir):
+    from fillm_spacy.llm.local_model import StopAfterAnswer
+
+    tokenizer = fillm_local_llm_v1(str(tiny_gemma_dir)).llm.tokenizer
+    prompt = tokenizer("Talata: Si Maria", add_special_tokens=False)["input_ids"]
+    stop = StopAfterAnswer(tokenizer, ["\n\n"], prompt_width=len(prompt))
+
+    def done(*responses):
+        rows = [prompt + tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
+        width = max(len(row) for row in rows)
+        ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])
+        return stop(ids, None).tolist()
+
+    assert tokenizer.decode(tokenizer("\n\n", add_special_tokens=False)["input_ids"]) == "\n\n"
+    assert done("\n\n", "\n\nSi Maria", "\n\nSi Maria\n\n", "Ang bata\n\nIba") == [False, False, True, True]
+
+
 def test_over_long_prompt_keeps_its_end(tiny_gemma_dir):
     model = fillm_local_llm_v1(str(tiny_gemma_dir), context_length=40, max_new_tokens=8)
     with pytest.warns(UserWarning, match="beginning is cut"):

@@ -84,6 +84,23 @@ def resolve_chat_format(chat_format: str, llm: BaseLLM) -> str:
     return "plain"
 
 
+class StopAfterAnswer:
+    """transformers stopping criterion: a row is done once its response, leading whitespace
+    stripped, contains a stop string. transformers' own `stop_strings` would also end a response
+    that begins with one (a base model often answers the cue with a blank line first), leaving
+    it empty."""
+
+    def __init__(self, tokenizer, stops: Sequence[str], prompt_width: int):
+        self.tokenizer = tokenizer
+        self.stops = [stop for stop in stops if stop]
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
+        done = [any(stop in text.lstrip() for stop in self.stops) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class LocalLLM:
     """Greedy (deterministic) generation with the shared base LLM and an optional adapter; the
     arguments (and their defaults) are `fillm_local_llm_v1`'s."""
@@ -177,10 +194,9 @@ class LocalLLM:
 
     def generate(self, prompts: Sequence[str], max_new_tokens: Optional[int] = None) -> List[str]:
         """One response per prompt. Prompts are batched by length; decoding is greedy. A row stops
-        at its first stop string (transformers' `stop_strings`, matched on the pieces as they are
-        generated: a stop string completed right at the start of the response ends it too) and
-        its text is cut before that string."""
-        from transformers import GenerationConfig
+        at its first stop string after its leading whitespace (`StopAfterAnswer`) and its text is
+        cut before that string."""
+        from transformers import GenerationConfig, StoppingCriteriaList
 
         tokenizer = self.llm.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -195,7 +211,6 @@ class LocalLLM:
             pad_token_id=pad_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=eos_ids or None,
-            stop_strings=[stop for stop in self.stop if stop] or None,
         )
         encoded = [self.encode_prompt(p) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -218,11 +233,12 @@ class LocalLLM:
                             ids = encoded[i]
                             input_ids[j, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                             attention_mask[j, width - len(ids) :] = 1
+                        stopping = StoppingCriteriaList([StopAfterAnswer(tokenizer, self.stop, width)] if any(self.stop) else [])
                         output = model.generate(
                             input_ids=input_ids.to(device),
                             attention_mask=attention_mask.to(device),
                             generation_config=config,
-                            tokenizer=tokenizer,  # transformers matches stop strings on its vocabulary
+                            stopping_criteria=stopping,
                         )
                         for j, i in enumerate(rows):
                             new = output[j, width:]
