@@ -437,6 +437,28 @@ def test_prefix_cache_gives_the_same_outputs_and_gradients(tiny_gemma_dir, tiny_
     assert 0 < cached_module.prefix_cache.n_bytes <= 16 * 2**20
 
 
+@pytest.mark.parametrize("kind", ["gemma", "gemma3"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_layers_above_a_cached_state_give_exactly_the_full_runs_states(tiny_gemma_dir, tiny_gemma3_dir, nlp, kind, dtype):
+    """What the cache relies on: running layers 3.. from the stored output of layer 2 gives the
+    same bits as one run from the piece ids, also in bf16 (Gemma 1 scales its inputs_embeds
+    by sqrt(hidden): the stored state must not go through that)."""
+    from fillm_spacy.layers.encoder_batch import docs_to_batch
+
+    model_dir = tiny_gemma_dir if kind == "gemma" else tiny_gemma3_dir
+    module = encoder_module(make_encoder(model_dir, dtype=dtype, lora_top_layers=1, contextualizer_width=0))
+    docs = [nlp(text) for text in sample_texts()[:6]]
+    batch = docs_to_batch(module.llm, 32, 24, causal=True, pooling="last")(None, docs, True)[0].args[0]
+    input_ids, mask = module.pad(batch.windows, "cpu")
+    with torch.no_grad():
+        full = module.run_layers(0, 3, mask, input_ids=input_ids)
+        prefix = module.run_layers(0, 2, mask, input_ids=input_ids)
+        above = module.run_layers(2, 3, mask, hidden=prefix[2])
+    assert full[3].dtype == getattr(torch, dtype)
+    assert [torch.equal(full[k], prefix[k]) for k in (0, 1, 2)] == [True] * 3
+    assert torch.equal(above[2], prefix[2]) and torch.equal(above[3], full[3])
+
+
 def test_frozen_encoder_with_a_cache_runs_no_layer_after_the_first_epoch(tiny_gemma3_dir, nlp):
     model = make_encoder(tiny_gemma3_dir, lora_r=0, prefix_cache_mb=16, contextualizer_width=0)
     module = encoder_module(model)

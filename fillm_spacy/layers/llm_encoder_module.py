@@ -26,9 +26,6 @@ ATTENTION = ("causal", "bidirectional")
 # The model families whose attention-mask inputs `attention_mask()` knows: one 4-D mask (Gemma 1),
 # or one per attention type (Gemma 3).
 BIDIRECTIONAL_MODEL_TYPES = ("gemma", "gemma3_text", "gemma3")
-# Families whose model forward multiplies `inputs_embeds` by sqrt(hidden) (Gemma 3 scales inside
-# its embedding module instead): running the layers above a cached prefix must undo it.
-SCALES_INPUT_EMBEDS = ("gemma", "gemma2")
 
 
 @dataclass
@@ -251,18 +248,26 @@ class LLMEncoderModule(torch.nn.Module):
         layer's own output: from piece ids when start = 0, else from the state `hidden` = h_start."""
         decoder = self.llm.decoder
         kwargs = {"input_ids": input_ids}
-        if start > 0:
-            if self.llm.config.model_type in SCALES_INPUT_EMBEDS:
-                hidden = hidden / torch.tensor(self.llm.config.hidden_size**0.5, dtype=hidden.dtype)
-            kwargs = {"inputs_embeds": hidden}
-        with active_adapter(self.llm, self.adapter_name), layers_only(decoder, start, stop):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(active_adapter(self.llm, self.adapter_name))
+            if start > 0:
+                # `hidden` goes in as inputs_embeds (for the shapes and the masks), but a model may
+                # scale those (Gemma 1 multiplies them by sqrt(hidden), which is not exact in
+                # bf16): the first layer that runs reads `hidden` itself.
+                kwargs = {"inputs_embeds": hidden}
+                hook = decoder.layers[start].register_forward_pre_hook(lambda _, args: (hidden,) + args[1:])
+                stack.callback(hook.remove)
+            stack.enter_context(layers_only(decoder, start, stop))
             # The base is shared: another component's train()/eval() may have set its mode (LoRA
             # dropout) since this module's was set; this forward runs in this module's mode.
             self.base.train(self.training)
             states = decoder(
                 attention_mask=self.attention_mask(mask), output_hidden_states=True, use_cache=False, **kwargs
             ).hidden_states
-        return {start + i: state for i, state in enumerate(states)}
+        outputs = {start + i: state for i, state in enumerate(states)}
+        if start > 0:
+            outputs[start] = hidden  # what the model recorded as its input is the scaled copy
+        return outputs
 
 
 @contextlib.contextmanager
