@@ -9,6 +9,7 @@ from spacy.training import Example
 from thinc.api import Adam
 
 from fillm_spacy.layers.llm_encoder import llm_encoder_v1
+from fillm_spacy.models.adapters import active_adapter
 
 from .conftest import sample_docs, sample_texts
 
@@ -311,6 +312,27 @@ def test_last_layer_feature_is_the_raw_output_of_the_last_layer(tiny_gemma3_dir)
     finally:
         hook.remove()
     np.testing.assert_allclose(feature.numpy(), captured[0].numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("prefix_cache_mb", [0, 16])
+def test_final_norm_puts_the_models_norm_on_the_last_mixed_layer_only(tiny_gemma3_dir, nlp, prefix_cache_mb):
+    model = make_encoder(tiny_gemma3_dir, lora_r=0, first_layer=1, last_layer=2, final_norm=True, prefix_cache_mb=prefix_cache_mb)
+    module = encoder_module(model)
+    mixed = []
+    hook = module.mix.register_forward_pre_hook(lambda _m, args: mixed.append([t.detach().clone() for t in args[0]]))
+    doc = nlp("Kumain ng mangga ang bata sa Maynila.")
+    try:
+        for _ in range(2):  # with the cache, the second pass reads the stored (raw) states
+            model.begin_update([doc])
+    finally:
+        hook.remove()
+    ids = torch.as_tensor([[module.llm.tokenizer.bos_token_id] + module.llm.tokenizer(doc.text, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad(), active_adapter(module.llm, None):  # other tests' adapters are on the shared model
+        full = module.llm.decoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states
+        normed = module.llm.decoder.norm(full[2])
+    for layer1, layer2 in mixed:
+        torch.testing.assert_close(layer1, full[1], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer2, normed, rtol=1e-5, atol=1e-6)
 
 
 def test_layer_stride_picks_the_mixed_layers(tiny_gemma3_dir):

@@ -60,6 +60,8 @@ class LLMEncoderModule(torch.nn.Module):
         decoder runs up to max(mixed_layers) and no further.
     frozen_prefix: decoder layers 1..frozen_prefix carry no LoRA (their outputs never change);
         with `prefix_cache_mb` > 0 their outputs are cached per training window.
+    final_norm: the last mixed layer goes through the model's final norm (what Hugging Face's
+        last hidden state is); the others are always their layers' own outputs.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class LLMEncoderModule(torch.nn.Module):
         frozen_prefix: int = 0,
         prefix_cache_mb: int = 0,
         lora_settings: Optional[dict] = None,
+        final_norm: bool = False,
     ):
         super().__init__()
         self.llm = llm
@@ -96,7 +99,9 @@ class LLMEncoderModule(torch.nn.Module):
             contextualizer_dropout=contextualizer_dropout,
             frozen_prefix=frozen_prefix,
             prefix_cache_mb=prefix_cache_mb,
+            final_norm=final_norm,
         )
+        self.final_norm = final_norm
         self.base = llm.model  # a submodule so train()/eval() reach the LoRA dropout
         hidden = llm.config.hidden_size
         self.mix = ScalarMix(len(self.mixed_layers), hidden)
@@ -188,6 +193,8 @@ class LLMEncoderModule(torch.nn.Module):
         else:
             input_ids, mask = self.pad(windows, device)
             states = self.run_layers(0, self.last_layer, mask, input_ids=input_ids)
+        if self.final_norm:  # after the cache, which keeps the layers' own outputs
+            states = {**states, self.last_layer: self.llm.decoder.norm(states[self.last_layer])}
         mixed = self.mix([states[layer] for layer in self.mixed_layers])
         return [mixed[row, : len(window)] for row, window in enumerate(windows)]
 
