@@ -218,7 +218,7 @@ class LLMEncoderModule(torch.nn.Module):
             for layer in kept
         }
         if self.last_layer > prefix:
-            _, mask = self.pad(windows, device)
+            mask = self.padding_mask(windows, device)
             above = self.run_layers(prefix, self.last_layer, mask, hidden=states[prefix])
             states.update({layer: state for layer, state in above.items() if layer > prefix})
         return states
@@ -228,11 +228,15 @@ class LLMEncoderModule(torch.nn.Module):
         longest = max(len(w) for w in windows)
         pad_id = self.llm.tokenizer.pad_token_id or 0
         input_ids = torch.full((len(windows), longest), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(windows), longest), dtype=torch.long)
         for row, window in enumerate(windows):
             input_ids[row, : len(window)] = torch.as_tensor(window)
-            mask[row, : len(window)] = 1
-        return input_ids.to(device), mask.to(device)
+        return input_ids.to(device), self.padding_mask(windows, device)
+
+    @staticmethod
+    def padding_mask(windows: List[np.ndarray], device) -> torch.Tensor:
+        """1 over each window's pieces, 0 over its right padding."""
+        lengths = torch.as_tensor([len(w) for w in windows])
+        return (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).long().to(device)
 
     def attention_mask(self, mask: torch.Tensor):
         """What the decoder takes as `attention_mask` for this encoder's attention."""
