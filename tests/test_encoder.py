@@ -541,6 +541,34 @@ def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
     assert llm_module.projection.weight.grad is not None and llm_module.projection.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="features_into_contextualizer"):
         llm_encoder_v1(model_name=str(tiny_gemma3_dir), features_into_contextualizer=True)
+    with pytest.raises(ValueError, match="contextualizer_skip"):
+        llm_encoder_v1(model_name=str(tiny_gemma3_dir), contextualizer_skip=True)
+
+
+def test_the_bilstms_input_can_also_go_around_it(tiny_gemma3_dir, nlp):
+    """contextualizer_skip: the output mixer reads the BiLSTM's output and its input (LLM states
+    and character features), and the features still get gradient."""
+    from fillm_spacy.layers.llm_encoder import llm_encoder_v1
+
+    features = spacy.registry.architectures.get("spacy.Tok2Vec.v2")(
+        spacy.registry.architectures.get("spacy.MultiHashEmbed.v2")(
+            width=8, attrs=["NORM", "SUFFIX"], rows=[100, 50], include_static_vectors=False
+        ),
+        spacy.registry.architectures.get("spacy.MaxoutWindowEncoder.v2")(width=8, depth=1, window_size=1, maxout_pieces=2),
+    )
+    model = llm_encoder_v1(
+        model_name=str(tiny_gemma3_dir), width=WIDTH, lora_r=0, first_layer=1, last_layer=2, window=32, stride=24,
+        contextualizer_width=16, features=features, features_into_contextualizer=True, contextualizer_skip=True,
+    )
+    docs = [nlp("Kumain ang bata ng mangga")]
+    model.initialize(X=docs)
+    mixer = next(node for node in model.walk() if node.name == "maxout")
+    assert mixer.get_dim("nI") == 16 + WIDTH + 8  # BiLSTM output + LLM projection + features
+    outputs, backprop = model.begin_update(docs)
+    assert outputs[0].shape == (5, WIDTH)
+    backprop([np.ones_like(o) for o in outputs])
+    embed = next(node for node in model.walk() if node.name.startswith("hashembed"))
+    assert np.abs(embed.get_grad("E")).sum() > 0
 
 
 def test_a_batch_without_tokens_gives_empty_arrays(tiny_gemma3_dir, nlp):

@@ -160,6 +160,7 @@ def llm_encoder_v1(
     dtype: str = "float32",
     features: Optional[Model[List[Doc], List[Floats2d]]] = None,
     features_into_contextualizer: bool = False,
+    contextualizer_skip: bool = False,
 ) -> Model[List[Doc], List[Floats2d]]:
     """`fillm.LLMEncoder.v1`: token vectors from a LoRA-tuned causal LM, for spaCy's tok2vec.
 
@@ -194,13 +195,19 @@ def llm_encoder_v1(
     features_into_contextualizer: False: the BiLSTM reads the LLM states and `features` join its
         output; True: the BiLSTM reads both, LLM states (projected to `width`) and `features`
         (Dozat & Manning 2017 feed word and character features into their BiLSTM).
+    contextualizer_skip: with features_into_contextualizer, the BiLSTM's input also goes around
+        it, concatenated with its output: every head then reads the character features directly,
+        as without features_into_contextualizer (runs with the features inside the BiLSTM only
+        trailed on lemmas; README, Results).
     """
-    from thinc.api import Maxout, PyTorchLSTM, chain, concatenate, with_array
+    from thinc.api import Maxout, PyTorchLSTM, chain, concatenate, noop, with_array
 
     from ..models.loading import load_base_llm
 
     if features_into_contextualizer and (features is None or contextualizer_width <= 0):
         raise ValueError("features_into_contextualizer needs `features` and contextualizer_width > 0")
+    if contextualizer_skip and not features_into_contextualizer:
+        raise ValueError("contextualizer_skip is for features_into_contextualizer = true (without it the features already skip the BiLSTM)")
     llm = load_base_llm(model_name, dtype=dtype)
     bilstm = None
     if features_into_contextualizer:  # the BiLSTM moves out of the torch module, after the concatenation
@@ -235,7 +242,8 @@ def llm_encoder_v1(
         return encoder
     mixer = with_array(Maxout(nO=width, nP=3, normalize=True, dropout=0.0))
     if bilstm is not None:
-        combined = chain(concatenate(encoder, features), bilstm, mixer)
+        contextual = concatenate(bilstm, noop()) if contextualizer_skip else bilstm
+        combined = chain(concatenate(encoder, features), contextual, mixer)
     else:
         combined = chain(concatenate(encoder, features), mixer)
     combined.set_dim("nO", width)
