@@ -509,17 +509,22 @@ def test_prefix_cache_stays_within_its_bound(tiny_gemma3_dir, nlp):
     assert len(module.prefix_cache.entries) < 30
 
 
-def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
-    """features_into_contextualizer: the BiLSTM reads LLM states and character features, so a
-    feature of the last word reaches the first token (causal attention alone cannot do that)."""
-    from fillm_spacy.layers.llm_encoder import llm_encoder_v1
-
-    features = spacy.registry.architectures.get("spacy.Tok2Vec.v2")(
+def tiny_char_features():
+    """spaCy's Tok2Vec of hash embeddings, 8 wide: the character features of the configs, tiny."""
+    return spacy.registry.architectures.get("spacy.Tok2Vec.v2")(
         spacy.registry.architectures.get("spacy.MultiHashEmbed.v2")(
             width=8, attrs=["NORM", "SUFFIX"], rows=[100, 50], include_static_vectors=False
         ),
         spacy.registry.architectures.get("spacy.MaxoutWindowEncoder.v2")(width=8, depth=1, window_size=1, maxout_pieces=2),
     )
+
+
+def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
+    """features_into_contextualizer: the BiLSTM reads LLM states and character features, so a
+    feature of the last word reaches the first token (causal attention alone cannot do that)."""
+    from fillm_spacy.layers.llm_encoder import llm_encoder_v1
+
+    features = tiny_char_features()
     model = llm_encoder_v1(
         model_name=str(tiny_gemma3_dir), width=WIDTH, lora_r=0, first_layer=1, last_layer=2, window=32, stride=24,
         contextualizer_width=16, contextualizer_depth=2, features=features, features_into_contextualizer=True,
@@ -550,12 +555,7 @@ def test_the_bilstms_input_can_also_go_around_it(tiny_gemma3_dir, nlp):
     and character features), and the features still get gradient."""
     from fillm_spacy.layers.llm_encoder import llm_encoder_v1
 
-    features = spacy.registry.architectures.get("spacy.Tok2Vec.v2")(
-        spacy.registry.architectures.get("spacy.MultiHashEmbed.v2")(
-            width=8, attrs=["NORM", "SUFFIX"], rows=[100, 50], include_static_vectors=False
-        ),
-        spacy.registry.architectures.get("spacy.MaxoutWindowEncoder.v2")(width=8, depth=1, window_size=1, maxout_pieces=2),
-    )
+    features = tiny_char_features()
     model = llm_encoder_v1(
         model_name=str(tiny_gemma3_dir), width=WIDTH, lora_r=0, first_layer=1, last_layer=2, window=32, stride=24,
         contextualizer_width=16, features=features, features_into_contextualizer=True, contextualizer_skip=True,
