@@ -330,6 +330,7 @@ def test_final_norm_puts_the_models_norm_on_the_last_mixed_layer_only(tiny_gemma
     with torch.no_grad(), active_adapter(module.llm, None):  # other tests' adapters are on the shared model
         full = module.llm.decoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states
         normed = module.llm.decoder.norm(full[2])
+    assert len(mixed) == 2  # one mix per pass
     for layer1, layer2 in mixed:
         torch.testing.assert_close(layer1, full[1], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(layer2, normed, rtol=1e-5, atol=1e-6)

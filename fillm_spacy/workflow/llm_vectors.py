@@ -8,9 +8,10 @@ about a word at the cost of a table lookup: nothing at inference runs the LLM.
 
 One row per lowercased form, so "Maynila" and "maynila" share the average of both; the row is
 keyed by the form in lower case, in title case and as every spelling seen (spaCy looks vectors up
-by ORTH: a LOWER-keyed table would be neater, but spaCy 3.8 saves `attr` only for floret tables). `--with-floret` appends each type's floret
-vector (a table with both, in spaCy's one-table-per-pipeline); words not seen in the raw text
-have no row and read zeros, where floret alone would build one from character n-grams.
+by ORTH: a LOWER-keyed table would be neater, but spaCy 3.8 saves `attr` only for floret
+tables). `--with-floret` appends each type's floret vector (a table with both, in spaCy's
+one-table-per-pipeline); words not seen in the raw text have no row and read zeros, where floret
+alone would build one from character n-grams.
 
     python -m fillm_spacy.workflow.llm_vectors assets/raw/alt-fil-wikinews.txt vectors/llm-tl \\
         --layers 4 8 12 --lines 5000
