@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..annotate.errors import AnnotateError
-from .measure import read_lines
+from ..readers.raw_text import first_lines
 
 
 def measure_annotate(pipeline: str, texts: List[str], engine: str, workers: int, shard_size: int,
@@ -56,7 +56,7 @@ def scaling_ratios(runs: List[Dict]) -> Dict[str, float]:
 
 
 def run_annotate_bench(args) -> Dict:
-    texts = read_lines(Path(args.texts), args.lines)
+    texts = first_lines(Path(args.texts), args.lines)
     engines = args.engine or ["local", "ray"]
     workers = args.workers or [1, 2]
     runs = []

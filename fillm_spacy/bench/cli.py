@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..readers.raw_text import first_lines
 from .annotate import add_arguments as add_annotate_arguments
 from .annotate import run_annotate_bench
 from .measure import (
@@ -29,7 +30,6 @@ from .measure import (
     measure_pipe,
     measure_train,
     measure_warm_load,
-    read_lines,
 )
 
 
@@ -46,7 +46,7 @@ def run_scale(args) -> Dict:
     from .scale import measure_scale
 
     if args.inline:
-        texts = read_lines(Path(args.texts), args.lines)
+        texts = first_lines(Path(args.texts), args.lines)
         return measure_scale(
             args.preset, texts, args.tokenizer, args.device, args.dtype, args.training[0],
             args.last_layer[0] if args.last_layer else None, args.words_per_batch, args.steps, inference=True,

@@ -4,7 +4,9 @@ run alone in a fresh interpreter (see cli.in_subprocess), so that peak RSS is th
 import resource
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
+
+from ..readers.raw_text import first_lines
 
 
 def peak_rss_mb() -> float:
@@ -13,12 +15,6 @@ def peak_rss_mb() -> float:
 
 def directory_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2**20
-
-
-def read_lines(path: Path, n_lines: int) -> List[str]:
-    with Path(path).open(encoding="utf8") as stream:
-        lines = [line.strip() for line, _ in zip(stream, range(n_lines))]
-    return [line for line in lines if line]
 
 
 def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optional[int], n_process: int, int8: bool) -> Dict:
@@ -30,7 +26,7 @@ def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optio
 
     from ..models.quantize import quantize_for_inference
 
-    texts = read_lines(Path(texts_path), n_lines)
+    texts = first_lines(Path(texts_path), n_lines)
     start = time.perf_counter()
     nlp = spacy.load(pipeline)
     load_s = time.perf_counter() - start
@@ -131,7 +127,7 @@ def measure_encoder(model: str, texts_path: str, n_lines: int, last_layer: int, 
     from ..layers.llm_encoder import llm_encoder_v1
 
     nlp = spacy.blank("tl")
-    docs = [nlp(t) for t in read_lines(Path(texts_path), n_lines)]
+    docs = [nlp(t) for t in first_lines(Path(texts_path), n_lines)]
     encoder = llm_encoder_v1(model_name=model, last_layer=last_layer, lora_r=lora_r, contextualizer_width=0)
     encoder.initialize()
     tokenizer = encoder.shims[0]._model.llm.tokenizer

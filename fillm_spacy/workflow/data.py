@@ -24,6 +24,8 @@ from spacy.tokens import Doc, DocBin
 from spacy.util import get_words_and_spaces
 from spacy.vocab import Vocab
 
+from ..readers.raw_text import first_lines
+
 # calamanCy v0.2.0's conversion protocol (models/v0.2.0/project.yml, setup-finetuning-data):
 # XPOS+morphology as the tag, multiword tokens merged into one spaCy token, one sentence a doc.
 UD_CONVERT_FLAGS = ("--converter", "conllu", "--morphology", "--merge-subtokens", "--n-sents", "1")
@@ -292,18 +294,13 @@ def convert_tests(ud_spec: str, ner_spec: str, output_dir: Path) -> List[Path]:
 
 
 def head_lines(source: Path, dest: Path, n_lines: int) -> int:
-    """The first `n_lines` non-empty lines of a raw-text file (the silver data's input), as they are."""
+    """Write the first `n_lines` non-empty lines of a raw-text file (the silver data's input;
+    0 writes none), stripped."""
+    lines = first_lines(source, n_lines)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with source.open(encoding="utf8", errors="replace") as lines, dest.open("w", encoding="utf8") as out:
-        for line in lines:
-            if written >= n_lines:
-                break
-            if line.strip():
-                out.write(line if line.endswith("\n") else line + "\n")
-                written += 1
-    print(f"[head-lines] {source} -> {dest}: {written} lines")
-    return written
+    dest.write_text("".join(line + "\n" for line in lines), encoding="utf8")
+    print(f"[head-lines] {source} -> {dest}: {len(lines)} lines")
+    return len(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -30,20 +30,7 @@ from spacy.vectors import Vectors
 from ..layers.encoder_batch import docs_to_batch
 from ..layers.llm_encoder_module import LLMEncoderModule
 from ..models.loading import load_base_llm
-
-
-def read_lines(raw_text: Path, max_lines: int) -> List[str]:
-    """The first `max_lines` non-empty lines (0 = all), stripped."""
-    lines: List[str] = []
-    with raw_text.open(encoding="utf8") as handle:
-        for line in handle:
-            if line.strip():
-                lines.append(line.strip())
-                if max_lines and len(lines) >= max_lines:
-                    break
-    if not lines:
-        raise ValueError(f"{raw_text} has no text to average LLM states over")
-    return lines
+from ..readers.raw_text import first_lines
 
 
 def average_llm_states(
@@ -131,7 +118,9 @@ def build_llm_vectors(
     """Write a spaCy pipeline directory holding the table (what `paths.vectors` reads); returns
     what was built (also saved as llm_vectors.json beside it)."""
     start = time.time()
-    lines = read_lines(raw_text, max_lines)
+    lines = first_lines(raw_text, max_lines or None)
+    if not lines:
+        raise ValueError(f"{raw_text} has no text to average LLM states over")
     averaged = average_llm_states(lines, model_name=model_name, layers=layers, lang=lang)
     keep = np.flatnonzero(averaged["counts"] >= min_count)
     if len(keep) == 0:
