@@ -298,14 +298,21 @@ def test_kill_minus_nine_mid_run_then_the_same_command_resumes(pipeline, corpus,
     assert not list(out.glob(f"{TEMP_PREFIX}*")) and not (out / "progress.jsonl").exists()
 
 
-def test_ctrl_c_then_the_same_command_resumes(pipeline, corpus, reference, tmp_path, capsys):
+def test_ctrl_c_then_the_same_command_resumes(pipeline, corpus, reference, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
+    from fillm_spacy.annotate import job
 
-    def press_ctrl_c():
-        if wait_for(lambda: journal_lines(out) >= 1, timeout=300):
-            os.kill(os.getpid(), signal.SIGINT)
+    record = job.append_journal
 
-    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    def record_then_press_ctrl_c(directory, entry):
+        # a real SIGINT, sent once the first shard is recorded: Python raises KeyboardInterrupt in
+        # this (main) thread at once, so the run cannot finish first (a watcher thread could lose
+        # that race on a loaded machine)
+        record(directory, entry)
+        monkeypatch.setattr(job, "append_journal", record)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(job, "append_journal", record_then_press_ctrl_c)
     with pytest.raises(SystemExit) as stopped:
         annotate_main(cli_args(pipeline, corpus, out))
     assert stopped.value.code == 130
