@@ -13,7 +13,11 @@ from spacy.training.converters import conllu_to_docs
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_CONLLU = DATA / "newscrawl-sample.conllu"
-TL_FILLM_CONFIG = Path(__file__).parent.parent / "configs" / "tl_fillm_sm.cfg"
+CONFIGS = Path(__file__).parent.parent / "configs"
+TL_FILLM_CONFIG = CONFIGS / "tl_fillm_sm.cfg"
+# tl_fillm_lg's mixed layers (4, 8, 12) scaled to the tiny models' three layers.
+TINY_LG_LAYERS = {"components.tok2vec.model.first_layer": 1, "components.tok2vec.model.last_layer": 3,
+                  "components.tok2vec.model.layer_stride": 1}
 
 
 def sample_docs(n: int = 60) -> List[spacy.tokens.Doc]:
@@ -56,11 +60,13 @@ def make_tiny_model_dir(path: Path, kind: str) -> Path:
     return path
 
 
-def save_tiny_tl_fillm(model_dir: Path, path: Path) -> Path:
-    """The real tl_fillm config on a tiny base model, trained a few steps and saved to `path`."""
+def save_tiny_tl_fillm(model_dir: Path, path: Path, config: Path = TL_FILLM_CONFIG, steps: int = 2, **extra) -> Path:
+    """A shipped tl_fillm config (sm by default) on a tiny base model, trained a few steps and
+    saved to `path` (after `steps` updates: 2 leaves every head near its initial guess).
+    `extra`: more config overrides, e.g. {"training.optimizer.learn_rate.warmup_steps": 1}."""
     overrides = {
         "components.tok2vec.model.model_name": str(model_dir),
-        "components.tok2vec.model.last_layer": 3,
+        **(TINY_LG_LAYERS if config.name == "tl_fillm_lg.cfg" else {"components.tok2vec.model.last_layer": 3}),
         "components.tok2vec.model.width": 32,
         "components.tok2vec.model.contextualizer_width": 32,
         "components.tok2vec.model.features.embed.include_static_vectors": False,  # no vectors here
@@ -68,8 +74,9 @@ def save_tiny_tl_fillm(model_dir: Path, path: Path) -> Path:
         "components.tok2vec.model.stride": 48,
         "components.parser.model.arc_mlp_width": 32,
         "components.parser.model.label_mlp_width": 16,
+        **extra,
     }
-    config = spacy.util.load_config(TL_FILLM_CONFIG, overrides=overrides, interpolate=True)
+    config = spacy.util.load_config(config, overrides=overrides, interpolate=True)
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
     docs = sample_docs(20)
     # NER annotation on a few docs so the ner head has labels
@@ -77,8 +84,9 @@ def save_tiny_tl_fillm(model_dir: Path, path: Path) -> Path:
         doc.ents = [doc.char_span(0, len(doc[0].text), label="PER")]
     examples = [Example(nlp.make_doc(d.text), d) for d in docs]
     optimizer = nlp.initialize(lambda: examples)
-    for _ in range(2):
+    for _ in range(steps):
         nlp.update(examples, sgd=optimizer)
+        optimizer.step_schedules()  # as spaCy's training loop: the learning rate starts at 0
     nlp.to_disk(path)
     return path
 

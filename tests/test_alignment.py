@@ -88,6 +88,97 @@ def test_windows_cover_every_piece_and_each_piece_picks_a_window_containing_it(n
         assert owner.tolist() == first
 
 
+def assign_pieces_to_windows_reference(n_pieces, starts, window, causal):
+    """The original windows × pieces scan, kept as the reference the closed form must match."""
+    best = np.zeros((n_pieces,), dtype="int64")
+    best_context = np.full((n_pieces,), -1, dtype="int64")
+    positions = np.arange(n_pieces)
+    for index, start in enumerate(starts):
+        inside = (positions >= start) & (positions < start + window)
+        left = positions - start
+        context = left if causal else np.minimum(left, start + window - 1 - positions)
+        better = inside & (context > best_context)
+        best[better] = index
+        best_context[better] = context[better]
+    return best
+
+
+@settings(max_examples=400, deadline=None)
+@given(n_pieces=st.integers(0, 600), window=st.integers(1, 80), data=st.data(), causal=st.booleans())
+def test_window_assignment_matches_the_windows_times_pieces_scan(n_pieces, window, data, causal):
+    stride = data.draw(st.integers(1, window))
+    starts = window_starts(n_pieces, window, stride)
+    expected = assign_pieces_to_windows_reference(n_pieces, starts, window, causal)
+    assert assign_pieces_to_windows(n_pieces, starts, window, causal).tolist() == expected.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    starts=st.lists(st.integers(0, 300), min_size=1, max_size=30, unique=True).map(sorted),
+    n_pieces=st.integers(0, 400),
+    window=st.integers(1, 60),
+    causal=st.booleans(),
+)
+def test_window_assignment_matches_the_scan_for_uneven_starts_and_gaps(starts, n_pieces, window, causal):
+    """Starts that are not evenly spaced, some pieces in no window (those get window 0)."""
+    expected = assign_pieces_to_windows_reference(n_pieces, starts, window, causal)
+    assert assign_pieces_to_windows(n_pieces, starts, window, causal).tolist() == expected.tolist()
+
+
+def test_window_assignment_refuses_unsorted_starts():
+    with pytest.raises(ValueError, match="increasing"):
+        assign_pieces_to_windows(10, [4, 0], 6, causal=False)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_window_assignment_of_two_million_pieces(causal):
+    """Linear in the pieces: the old scan would take windows × pieces (about 10^10 steps) here."""
+    n_pieces, window, stride = 2_000_000, 512, 384
+    starts = np.asarray(window_starts(n_pieces, window, stride))
+    owner = assign_pieces_to_windows(n_pieces, starts, window, causal)
+    positions = np.arange(n_pieces)
+    chosen = starts[owner]
+    assert ((positions >= chosen) & (positions < chosen + window)).all()
+    if causal:  # the earliest window holding the piece
+        assert (owner == np.maximum(0, -(-(positions - window + 1) // stride))).all()
+        return
+    # The context is unimodal over the windows, so beating both neighbours is the optimum;
+    # the earlier neighbour must not even tie it.
+    def context(index):
+        start = starts[np.clip(index, 0, len(starts) - 1)]
+        held = (index >= 0) & (index < len(starts)) & (positions >= start) & (positions < start + window)
+        return np.where(held, np.minimum(positions - start, start + window - 1 - positions), -1)
+
+    mine = context(owner)
+    assert (mine > context(owner - 1)).all() and (mine >= context(owner + 1)).all()
+
+
 def test_window_arguments_are_checked():
     with pytest.raises(ValueError, match="stride"):
         window_starts(10, 4, 5)
+
+
+def test_control_tokens_written_in_a_document_are_text_for_the_encoder(tiny_gemma3_dir):
+    """A doc's "<eos>" or "<bos>" reaches the encoder as ordinary pieces (the only <bos> is the
+    one each window starts with), and the pieces still align with the tokens."""
+    from fillm_spacy.layers.encoder_batch import docs_to_batch
+    from fillm_spacy.models.loading import load_base_llm
+
+    llm = load_base_llm(str(tiny_gemma3_dir))
+    tokenizer = llm.tokenizer
+    nlp = spacy.blank("tl")
+    doc = nlp("Sabi niya <eos> at <bos> tapos <pad> na " * 8)
+    convert = docs_to_batch(llm, window=16, stride=12, causal=True, pooling="mean")
+    batch = convert(None, [doc], False)[0].args[0]
+    assert len(batch.windows) > 1
+    for window in batch.windows:
+        assert window[0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in window[1:].tolist()
+        assert tokenizer.eos_token_id not in window.tolist() and tokenizer.pad_token_id not in window.tolist()
+    assert len(batch.pool_tokens) and set(batch.pool_tokens.tolist()) == set(range(len(doc)))
+    # the tokens of "<eos>" get the pieces that spell it
+    encoded = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+    aligned = align_tokens_to_pieces(doc, encoded["input_ids"], encoded["offset_mapping"])
+    span = doc.char_span(doc.text.index("<eos>"), doc.text.index("<eos>") + len("<eos>"))
+    first = int(aligned.token_lengths[: span.start].sum())
+    pieces = sorted(set(aligned.token_pieces[first : first + aligned.token_lengths[span.start : span.end].sum()]))
+    assert tokenizer.decode([encoded["input_ids"][p] for p in pieces]).strip() == "<eos>"

@@ -8,6 +8,7 @@ import torch
 from spacy.training import Example
 from thinc.api import Adam
 
+from fillm_spacy.layers.bilstm import PackedBiLSTM
 from fillm_spacy.layers.llm_encoder import llm_encoder_v1
 from fillm_spacy.models.adapters import active_adapter
 
@@ -142,7 +143,7 @@ def test_bad_arguments_are_clear(tiny_gemma3_dir):
 
 def test_stacked_bilstm_contextualizer_sees_right_context(tiny_gemma3_dir, nlp):
     model = make_encoder(tiny_gemma3_dir, contextualizer_width=16, contextualizer_depth=2, contextualizer_dropout=0.33)
-    lstm = encoder_module(model).contextualizer
+    lstm = encoder_module(model).contextualizer.lstm
     assert lstm.num_layers == 2 and lstm.bidirectional and lstm.dropout == pytest.approx(0.33)
     a, b = nlp("Kumain ang bata ng mangga"), nlp("Kumain ang bata ng saging")
     out_a, out_b = model.predict([a])[0], model.predict([b])[0]
@@ -533,7 +534,7 @@ def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
     docs = [nlp("Kumain ang bata ng mangga"), nlp("Kumain ang bata ng saging")]
     model.initialize(X=docs)
     assert encoder_module(next(n for n in model.walk() if n.name == "llm_encoder")).contextualizer is None
-    lstms = [shim._model for node in model.walk() for shim in node.shims if isinstance(shim._model, torch.nn.LSTM)]
+    lstms = [shim._model.lstm for node in model.walk() for shim in node.shims if isinstance(shim._model, PackedBiLSTM)]
     assert len(lstms) == 1 and lstms[0].num_layers == 2 and lstms[0].bidirectional
     assert lstms[0].input_size == WIDTH + 8  # LLM states (projected) + character features
     out = model.predict(docs)

@@ -12,8 +12,10 @@ from hypothesis.extra import numpy as hnp
 from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Adam, Config
+from ufal.chu_liu_edmonds import chu_liu_edmonds
 
-from fillm_spacy.pipeline.mst import decode_tree, tree_score
+from fillm_spacy.pipeline import mst
+from fillm_spacy.pipeline.mst import allowed_arcs, decode_tree, tree_score
 from fillm_spacy.pipeline.parser import ROOT_LABEL, arc_cross_entropy, label_cross_entropy, training_docs
 
 from .conftest import sample_docs
@@ -98,10 +100,74 @@ def test_decode_tree_is_best_single_rooted_tree(scores, root_bonus):
     assert tree_score(scores, decode_tree(scores)) == pytest.approx(best)
 
 
-def test_decode_tree_refuses_nan_scores():
+def best_single_rooted_score_by_root(scores: np.ndarray) -> float:
+    """Exhaustive over the ROOT's child: one plain MST per token allowed to hang from the ROOT
+    (what the decoder used to do), so larger sentences than the brute force can be checked."""
+    n = scores.shape[0] - 1
+    best = -np.inf
+    for root in range(1, n + 1):
+        candidate = allowed_arcs(scores)
+        candidate[1:, 0] = np.nan
+        candidate[root, 0] = scores[root, 0]
+        heads = np.asarray(chu_liu_edmonds(candidate)[0][1:])
+        best = max(best, tree_score(scores, heads))
+    return best
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(2, 14).flatmap(
+        lambda n: hnp.arrays(np.float64, (n + 1, n + 1), elements=st.integers(-3, 3).map(float))
+    ),
+    st.sampled_from([0.0, 2.0, 5.0, 50.0]),
+    st.sampled_from([0.0, 1e6, -1e9]),
+)
+def test_decode_tree_score_equals_exhaustive_search_with_ties_and_offsets(scores, root_bonus, offset):
+    """Integer scores tie often; a large common offset must not eat the ROOT penalty's margin."""
+    scores[:, 0] += root_bonus
+    scores += offset
+    heads = decode_tree(scores)
+    assert_tree(heads, scores.shape[0] - 1)
+    assert tree_score(scores, heads) == pytest.approx(best_single_rooted_score_by_root(scores), abs=1e-6)
+
+
+def pairs_that_want_many_roots(n: int, seed: int = 0) -> np.ndarray:
+    """Tokens paired by strong mutual arcs and near-equal ROOT arcs: the plain MST hangs one token
+    of every pair from the ROOT, and the old root-by-root search needed n + 1 MSTs."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(n + 1, n + 1)) * 0.01
+    for i in range(1, n, 2):
+        scores[i, i + 1] = scores[i + 1, i] = 5.0
+    scores[:, 0] = 4.0 + rng.normal(size=n + 1) * 0.01
+    return scores
+
+
+def test_decode_tree_256_tokens_is_one_mst_call(monkeypatch):
+    calls = []
+
+    def counting_mst(matrix):
+        calls.append(matrix.shape)
+        return chu_liu_edmonds(matrix)
+
+    monkeypatch.setattr(mst, "chu_liu_edmonds", counting_mst)
+    scores = pairs_that_want_many_roots(256)
+    heads = decode_tree(scores)
+    assert len(calls) == 1
+    assert_tree(heads, 256)
+
+
+def test_decode_tree_many_roots_matches_root_by_root_search():
+    scores = pairs_that_want_many_roots(40, seed=1)
+    heads = decode_tree(scores)
+    assert_tree(heads, 40)
+    assert tree_score(scores, heads) == pytest.approx(best_single_rooted_score_by_root(scores))
+
+
+@pytest.mark.parametrize("bad", [np.nan, -np.inf, np.inf])
+def test_decode_tree_refuses_nan_or_infinite_scores(bad):
     scores = np.zeros((4, 4))
-    scores[2, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    scores[2, 1] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
         decode_tree(scores)
 
 
@@ -474,3 +540,105 @@ def test_parameter_averages_cover_the_adapter_and_the_encoder(tiny_gemma3_dir):
     assert any(n.startswith("projection.") for n in changed), "encoder averages were not used"
     restored = dict(module.trainable_named_parameters())
     assert all(torch.equal(restored[n].detach(), v) for n, v in current.items())
+
+
+# ---------------------------------------------------------------- weights on disk
+
+
+def small_initialized_parser():
+    nlp = build_small_pipeline()
+    gold = sample_docs(3)
+    examples = [Example(gold_tokenized(nlp, doc), doc) for doc in gold]
+    nlp.initialize(lambda: examples)
+    return nlp, [gold_tokenized(nlp, doc) for doc in gold]
+
+
+def biaffine_shim(nlp):
+    return next(node for node in nlp.get_pipe("parser").model.walk() if node.shims).shims[0]
+
+
+def biaffine_state_bytes(nlp) -> bytes:
+    import srsly
+
+    return srsly.msgpack_loads(biaffine_shim(nlp).to_bytes())["state"]
+
+
+def arc_scores(nlp, docs):
+    docs = list(nlp.get_pipe("tok2vec").pipe([d.copy() for d in docs]))
+    return [s.arcs.copy() for s in nlp.get_pipe("parser").model.predict(docs)]
+
+
+def test_biaffine_weights_are_saved_as_safetensors_and_round_trip(tmp_path):
+    from safetensors.torch import load
+
+    nlp, docs = small_initialized_parser()
+    state = biaffine_state_bytes(nlp)
+    assert not state.startswith(b"PK") and not state.startswith(b"\x80"), "torch.save's zip/pickle"
+    saved = load(state)
+    module = biaffine_shim(nlp)._model
+    assert saved.keys() == module.state_dict().keys()
+    assert all(torch.equal(saved[k], v.cpu()) for k, v in module.state_dict().items())
+    before = arc_scores(nlp, docs)
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    for a, b in zip(before, arc_scores(loaded, docs)):
+        np.testing.assert_array_equal(a, b)
+    # the byte round trip into a fresh, uninitialized pipeline (the label scorer is resized)
+    fresh = build_small_pipeline()
+    fresh.from_bytes(nlp.to_bytes())
+    for a, b in zip(before, arc_scores(fresh, docs)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_biaffine_weights_saved_with_torch_save_still_load():
+    """Pipelines saved before the switch to safetensors hold a torch.save'd plain state dict."""
+    import io
+
+    import srsly
+
+    nlp, docs = small_initialized_parser()
+    before = arc_scores(nlp, docs)
+    shim = biaffine_shim(nlp)
+    legacy = io.BytesIO()
+    torch.save(shim._model.state_dict(), legacy)
+    fresh = build_small_pipeline()
+    fresh.from_bytes(nlp.to_bytes())
+    biaffine_shim(fresh).from_bytes(srsly.msgpack_dumps({"config": shim.cfg, "state": legacy.getvalue()}))
+    for a, b in zip(before, arc_scores(fresh, docs)):
+        np.testing.assert_array_equal(a, b)
+
+
+class _Payload:
+    """Unpickling this creates a file: the proof that a loader executed it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("container", ["torch.save", "pickle"])
+def test_biaffine_refuses_a_pickle_payload_without_running_it(tmp_path, container):
+    import io
+    import pickle
+
+    import srsly
+
+    nlp, _ = small_initialized_parser()
+    shim = biaffine_shim(nlp)
+    marker = tmp_path / "pwned"
+    if container == "torch.save":
+        buffer = io.BytesIO()
+        torch.save({"label_attn.weight": _Payload(marker)}, buffer)
+        payload = buffer.getvalue()
+    else:
+        payload = pickle.dumps({"label_attn.weight": _Payload(marker)}, protocol=2)
+    with pytest.raises(ValueError, match="re-train the parser") as error:
+        shim.from_bytes(srsly.msgpack_dumps({"config": shim.cfg, "state": payload}))
+    assert "\n" not in str(error.value)
+    assert not marker.exists()
+    # the control: an unrestricted unpickler does run it
+    loaded = torch.load(io.BytesIO(payload), weights_only=False) if container == "torch.save" else pickle.loads(payload)
+    loaded["label_attn.weight"].close()
+    assert marker.exists()

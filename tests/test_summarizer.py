@@ -199,3 +199,18 @@ def test_rouge_cli_reports_system_beside_lead1(tmp_path):
     # Scoring saved predictions gives the same system scores.
     again = rouge_main(["--data", str(data), "--range", "0:2", "--predictions", str(tmp_path / "pred.jsonl")])
     assert again["system"]["rouge1"] == result["system"]["rouge1"]
+
+
+def test_abstractive_prompt_keeps_a_documents_control_tokens_as_text(tiny_gemma3_dir):
+    """"<eos>"/"<bos>" in a doc are pieces of text in the prompt, and the input bound counts them so."""
+    nlp = summarizer("abstractive", model_name=str(tiny_gemma3_dir), max_new_tokens=3, max_input_pieces=24)
+    component = nlp.get_pipe("fillm_summarizer")
+    tokenizer = component.generator.llm.tokenizer
+    doc = nlp.make_doc("Sabi niya <eos> <bos> <eos> at <eos> wakas. " * 20)
+    ids = component.generator.encode_prompt(component.build_prompt(doc))
+    assert ids.count(tokenizer.bos_token_id) == 1 and tokenizer.eos_token_id not in ids
+    truncated = component.truncated_input(doc)
+    assert "<eos>" in truncated
+    pieces = tokenizer(truncated, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert 0 < len(pieces) <= 24
+    assert isinstance(nlp(doc)._.summary, str)

@@ -146,7 +146,7 @@ def _bootstrap_difference(
         batch=max(1, MAX_RESAMPLED_VALUES // (n * len(samples))),
         confidence_level=confidence,
         method="percentile",
-        rng=np.random.default_rng(seed),
+        rng=np.random.default_rng(seed),  # scipy>=1.15 (pyproject.toml): older releases lack rng=
     )
     deltas = result.bootstrap_distribution
     # Identical systems: every resampled difference is 0, p = 1.

@@ -74,15 +74,35 @@ def window_starts(n_pieces: int, window: int, stride: int) -> List[int]:
 def assign_pieces_to_windows(n_pieces: int, starts: Sequence[int], window: int, causal: bool) -> np.ndarray:
     """For each piece, the window whose output we keep: the one giving it the most context.
     A causal model sees only the left, so that is the window with most pieces before it;
-    a bidirectional one sees both sides, so the window where it sits most centrally."""
-    best = np.zeros((n_pieces,), dtype="int64")
-    best_context = np.full((n_pieces,), -1, dtype="int64")
-    positions = np.arange(n_pieces)
-    for index, start in enumerate(starts):
-        inside = (positions >= start) & (positions < start + window)
-        left = positions - start
-        context = left if causal else np.minimum(left, start + window - 1 - positions)
-        better = inside & (context > best_context)
-        best[better] = index
-        best_context[better] = context[better]
-    return best
+    a bidirectional one sees both sides, so the window where it sits most centrally.
+    Ties go to the earlier window. A piece no window holds gets window 0.
+
+    A few binary searches per piece (O(pieces · log windows)) instead of one pass over all the
+    pieces per window: a long document has many windows, and windows × pieces is quadratic.
+    """
+    starts = np.asarray(starts, dtype="int64").reshape(-1)
+    if len(starts) == 0 or (np.diff(starts) <= 0).any():
+        raise ValueError(f"Window starts must be non-empty and increasing (use window_starts), got {starts[:10]}...")
+    positions = np.arange(n_pieces, dtype="int64")
+    # The windows holding a piece p are a run first..last: start in (p - window, p].
+    first = np.searchsorted(starts, positions - window, side="right")
+    last = np.searchsorted(starts, positions, side="right") - 1
+    if causal:  # left context p - start: largest for the earliest start
+        best = first
+    else:
+        # Context min(p - s, s + window - 1 - p) rises until s reaches p - (window - 1) / 2 and
+        # falls after it, so the best window is one of the two starts beside that peak (compared
+        # at twice the scale to stay in integers); the earlier one wins a tie.
+        after_peak = np.searchsorted(2 * starts, 2 * positions - (window - 1), side="left")
+        top = np.maximum(last, first)  # pieces no window holds are masked below
+        before, after = np.clip(after_peak - 1, first, top), np.clip(after_peak, first, top)
+        keep_before = _central_context(positions, starts, before, window) >= _central_context(
+            positions, starts, after, window
+        )
+        best = np.where(keep_before, before, after)
+    return np.where(first <= last, best, 0)
+
+
+def _central_context(positions: np.ndarray, starts: np.ndarray, index: np.ndarray, window: int) -> np.ndarray:
+    start = starts[np.minimum(index, len(starts) - 1)]  # index == len(starts) only for held-by-none pieces
+    return np.minimum(positions - start, start + window - 1 - positions)

@@ -200,6 +200,7 @@ def biaffine_parser_v1(
         module,
         convert_inputs=_tokens_to_torch,
         convert_outputs=_scores_to_arrays,
+        serialize_model=_serialize_safetensors,
         deserialize_model=_deserialize_resizing_labels,
     )
     return Model(
@@ -291,10 +292,46 @@ def _scores_to_arrays(model: Model, inputs_outputs, is_train: bool):
     return (arc_arrays, label_arrays), get_d_outputs
 
 
+def _serialize_safetensors(module: BiaffineDependencyModel) -> bytes:
+    """The weights as safetensors: loading them reads tensors only, where torch.save's pickle
+    could run code from a tampered pipeline."""
+    from safetensors.torch import save
+
+    return save({name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()})
+
+
+def _load_state(state_bytes: bytes, device) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    if _looks_like_safetensors(state_bytes):
+        try:
+            return {name: tensor.to(device) for name, tensor in load(state_bytes).items()}
+        except SafetensorError as error:
+            raise ValueError(
+                f"The biaffine parser's weights are damaged safetensors ({error}): re-train the parser."
+            ) from None
+    # Saved by an earlier fillm_spacy with torch.save: a plain state dict loads without
+    # unpickling arbitrary objects; anything else is refused, never executed.
+    try:
+        return torch.load(io.BytesIO(state_bytes), map_location=device, weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError, ... depending on the payload
+        raise ValueError(
+            "The biaffine parser's weights are neither safetensors nor a plain torch.save state dict "
+            f"({type(error).__name__}), so they are not loaded: re-train the parser."
+        ) from None
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    """safetensors starts with the JSON header's length (8 bytes, little-endian), then its '{';
+    torch.save's zip archive or pickle never has a '{' there."""
+    return len(data) >= 10 and data[8:9] == b"{" and 8 + int.from_bytes(data[:8], "little") <= len(data)
+
+
 def _deserialize_resizing_labels(module: BiaffineDependencyModel, state_bytes: bytes, device) -> BiaffineDependencyModel:
     """Load saved weights, first giving the label scorer the saved number of labels: a freshly
     built model (before initialize) does not know its labels yet."""
-    state = torch.load(io.BytesIO(state_bytes), map_location=device)
+    state = _load_state(state_bytes, device)
     module.resize_labels(state["label_attn.weight"].shape[0])
     module.load_state_dict(state)
     module.to(device)

@@ -41,7 +41,13 @@ def docs_to_batch(llm: BaseLLM, window: int, stride: int, causal: bool, pooling:
 
     def convert_inputs(model: Model, docs: List[Doc], is_train: bool):
         texts = [doc.text for doc in docs]
-        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else {"input_ids": [], "offset_mapping": []}
+        # A document's "<bos>" or "<eos>" is text: split, it is pieces with offsets like any word,
+        # not a control token the model would act on.
+        encoded = (
+            tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+            if texts
+            else {"input_ids": [], "offset_mapping": []}
+        )
         windows: List[np.ndarray] = []
         kept_rows: List[np.ndarray] = []
         pool_pieces: List[np.ndarray] = []

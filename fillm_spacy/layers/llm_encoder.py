@@ -200,9 +200,10 @@ def llm_encoder_v1(
         as without features_into_contextualizer (runs with the features inside the BiLSTM only
         trailed on lemmas; README, Results).
     """
-    from thinc.api import Maxout, PyTorchLSTM, chain, concatenate, noop, with_array
+    from thinc.api import Maxout, chain, concatenate, noop, with_array
 
     from ..models.loading import load_base_llm
+    from .bilstm import packed_bilstm
 
     if features_into_contextualizer and (features is None or contextualizer_width <= 0):
         raise ValueError("features_into_contextualizer needs `features` and contextualizer_width > 0")
@@ -212,9 +213,7 @@ def llm_encoder_v1(
     bilstm = None
     if features_into_contextualizer:  # the BiLSTM moves out of the torch module, after the concatenation
         n_features = features.get_dim("nO")
-        bilstm = PyTorchLSTM(
-            contextualizer_width, width + n_features, bi=True, depth=contextualizer_depth, dropout=contextualizer_dropout
-        )
+        bilstm = packed_bilstm(contextualizer_width, width + n_features, contextualizer_depth, contextualizer_dropout)
         contextualizer_width = 0
     encoder = build_llm_encoder(
         llm,

@@ -19,6 +19,7 @@ import torch
 
 from ..models.adapters import active_adapter
 from ..models.loading import BaseLLM
+from .bilstm import PackedBiLSTM
 from .encoder_batch import EncoderBatch
 from .scalar_mix import ScalarMix
 
@@ -107,15 +108,8 @@ class LLMEncoderModule(torch.nn.Module):
         self.mix = ScalarMix(len(self.mixed_layers), hidden)
         if contextualizer_width > 0:
             # A decoder LLM is causal: the BiLSTM gives each token its right context too.
-            self.contextualizer = torch.nn.LSTM(
-                hidden,
-                contextualizer_width // 2,
-                num_layers=contextualizer_depth,
-                dropout=contextualizer_dropout if contextualizer_depth > 1 else 0.0,
-                batch_first=True,
-                bidirectional=True,
-            )
-            features = 2 * (contextualizer_width // 2)
+            self.contextualizer = PackedBiLSTM(hidden, contextualizer_width, contextualizer_depth, contextualizer_dropout)
+            features = contextualizer_width
         else:
             self.contextualizer = None
             features = hidden
@@ -143,7 +137,7 @@ class LLMEncoderModule(torch.nn.Module):
             return self.projection(self.projection.weight.new_zeros((0, self.projection.in_features)))
         tokens = self.token_states(batch)
         if self.contextualizer is not None:
-            tokens = self.contextualize(tokens, batch.doc_lengths)
+            tokens = self.contextualizer(tokens, batch.doc_lengths)
         return self.projection(tokens)
 
     def token_states(self, batch: EncoderBatch) -> torch.Tensor:
@@ -157,13 +151,6 @@ class LLMEncoderModule(torch.nn.Module):
         weighted = pieces[batch.pool_pieces.to(device)] * batch.pool_weights.to(device)[:, None]
         tokens = torch.zeros((n_tokens, pieces.shape[1]), dtype=pieces.dtype, device=device)
         return tokens.index_add(0, batch.pool_tokens.to(device), weighted)
-
-    def contextualize(self, tokens: torch.Tensor, lengths: List[int]) -> torch.Tensor:
-        per_doc = [seq for seq in torch.split(tokens, lengths) if len(seq)]
-        packed = torch.nn.utils.rnn.pack_sequence(per_doc, enforce_sorted=False)
-        output, _ = self.contextualizer(packed)
-        padded, _ = torch.nn.utils.rnn.pad_packed_sequence(output, batch_first=True)
-        return torch.cat([padded[i, : len(seq)] for i, seq in enumerate(per_doc)])
 
     def encode_windows(self, windows: List[np.ndarray], device) -> torch.Tensor:
         """Mixed hidden states of every window position, windows stacked in input order."""

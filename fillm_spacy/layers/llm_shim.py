@@ -3,6 +3,7 @@ serialization that concern only what this encoder owns (its LoRA adapter and its
 never the shared, frozen base weights.
 """
 import contextlib
+import re
 
 import srsly
 import torch
@@ -132,6 +133,8 @@ class LLMShim(PyTorchShim):
             with torch.no_grad():
                 for name, value in renamed.items():
                     params[name].copy_(value.to(device))
+        # Encoders saved when the contextualizer was a bare torch LSTM keep its weights one level up.
+        own = {re.sub(r"^contextualizer\.(?!lstm\.)", "contextualizer.lstm.", k): v for k, v in own.items()}
         missing, unexpected = module.load_state_dict({k: v.to(device) for k, v in own.items()}, strict=False)
         missing = [k for k in missing if not k.startswith("base.")]
         if missing or unexpected:

@@ -8,8 +8,10 @@ other `llm` pipes, the summarizer) shares one copy in memory. A fine-tuned gener
 adapter (a peft `save_pretrained` directory) is added to that copy as one more named adapter.
 """
 import json
+import re
 import threading
 import warnings
+import weakref
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -31,6 +33,9 @@ PIECES_PER_WORD = 2
 # (it halves the shard forever); no budget below this is reported, so a model with a small
 # context gets over-long prompts cut from the left (with a warning) instead of a hang.
 MIN_REPORTED_WORDS = 1024
+# Stands for the user's message when the chat template is rendered to find its markup:
+# private-use characters, in no template and no real text.
+PROMPT_MARKER = "\ue000fillm-prompt\ue001"
 
 _adapters_lock = threading.Lock()
 _loaded_adapters: Dict[Tuple[int, str], str] = {}
@@ -82,6 +87,48 @@ def resolve_chat_format(chat_format: str, llm: BaseLLM) -> str:
     if "seallm" in f"{llm.name} {llm.path}".lower():
         return "seallm"
     return "plain"
+
+
+def encode_text(tokenizer, text: str) -> List[int]:
+    """Pieces of text from outside (a document, a prompt built around one): a control token's
+    spelling in it ("<eos>", "<start_of_turn>") is text, never the control token itself."""
+    if not text:
+        return []
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_token_type_ids=False)["input_ids"]
+
+
+def encode_markup(tokenizer, text: str) -> List[int]:
+    """Pieces of our own prompt markup (chat turns): its control tokens' spellings are the
+    control tokens. They are matched here, and the text between them split like any text, so
+    that no call switches the shared tokenizer out of split_special_tokens mode (the flag is
+    state on the Rust tokenizer, which other threads may be using)."""
+    pattern = _control_token_pattern(tokenizer)
+    if not text or pattern is None:
+        return encode_text(tokenizer, text)
+    ids: List[int] = []
+    position = 0
+    for match in pattern.finditer(text):
+        ids += encode_text(tokenizer, text[position : match.start()])
+        ids.append(tokenizer.convert_tokens_to_ids(match.group()))
+        position = match.end()
+    return ids + encode_text(tokenizer, text[position:])
+
+
+_control_patterns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _control_token_pattern(tokenizer) -> Optional["re.Pattern"]:
+    """A regex of the tokenizer's control tokens, longest first; cached per tokenizer (Gemma 3's
+    has thousands), rebuilt if tokens were added since."""
+    cached = _control_patterns.get(tokenizer)
+    if cached is not None and cached[0] == len(tokenizer):
+        return cached[1]
+    specials = sorted(
+        {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}, key=len, reverse=True
+    )
+    pattern = re.compile("|".join(re.escape(token) for token in specials)) if specials else None
+    _control_patterns[tokenizer] = (len(tokenizer), pattern)
+    return pattern
 
 
 class StopAfterAnswer:
@@ -152,24 +199,45 @@ class LocalLLM:
 
     def format_prompt(self, prompt: str) -> str:
         """The prompt as the model expects to see it (chat turns for chat models)."""
+        return "".join(self.prompt_parts(prompt))
+
+    def prompt_parts(self, prompt: str) -> Tuple[str, str, str]:
+        """(turn markup before, the prompt as it sits in the turn, turn markup after). Only the
+        markup may hold control tokens: the prompt carries the document's text."""
         tokenizer = self.llm.tokenizer
         if self.chat_format == "plain":
-            return prompt
+            return "", prompt, ""
         if self.chat_format == "seallm":
             eos = tokenizer.eos_token
             system = f"<|im_start|>system\n{self.system_prompt}{eos}\n" if self.system_prompt else ""
-            return f"{system}<|im_start|>user\n{prompt}{eos}\n<|im_start|>assistant\n"
-        messages = [{"role": "user", "content": prompt}]
+            return f"{system}<|im_start|>user\n", prompt, f"{eos}\n<|im_start|>assistant\n"
+        # The template may reshape the content (Gemma's trims it): render it once around a
+        # marker no text holds to find the markup, once with the prompt to keep its reshaping.
+        before, found, after = self._render_chat(PROMPT_MARKER).partition(PROMPT_MARKER)
+        full = self._render_chat(prompt)
+        if not found or PROMPT_MARKER in after or not (
+            full.startswith(before) and full.endswith(after) and len(full) >= len(before) + len(after)
+        ):
+            raise ValueError(
+                f"The chat template of '{self.llm.name}' does not hold the user's message as one piece of text, "
+                "so its markup cannot be told from the document's text: use chat_format 'plain' or 'seallm'."
+            )
+        return before, full[len(before) : len(full) - len(after)], after
+
+    def _render_chat(self, content: str) -> str:
+        messages = [{"role": "user", "content": content}]
         if self.system_prompt:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.llm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode_prompt(self, prompt: str) -> List[int]:
         """Piece ids of the formatted prompt, one <bos> first; an over-long prompt loses its
-        beginning (the text to process and the answer cue sit at the end of every prompt)."""
+        beginning (the text to process and the answer cue sit at the end of every prompt).
+        Control tokens come from the turn markup only: a "<eos>" or "<start_of_turn>" in the
+        prompt (a document says anything) is spelled out in ordinary pieces."""
         tokenizer = self.llm.tokenizer
-        text = self.format_prompt(prompt)
-        ids = tokenizer(text, add_special_tokens=False, return_token_type_ids=False)["input_ids"]
+        before, content, after = self.prompt_parts(prompt)
+        ids = encode_markup(tokenizer, before) + encode_text(tokenizer, content) + encode_markup(tokenizer, after)
         bos = tokenizer.bos_token_id
         if bos is not None and (not ids or ids[0] != bos):
             ids = [bos] + ids

@@ -2,7 +2,8 @@
 
 Scores are a sentence's (n+1, n+1) matrix indexed [dependent, head], index 0 the ROOT, as the
 biaffine scorer makes them. Chu-Liu/Edmonds (via `ufal.chu_liu_edmonds`) finds the best
-non-projective tree; UD wants one root per sentence, which the plain MST does not promise.
+non-projective tree; UD wants one root per sentence, which the plain MST does not promise, so
+the ROOT's arcs are penalized until the MST itself is single-rooted (one MST call per sentence).
 """
 from typing import Tuple
 
@@ -25,12 +26,13 @@ def decode_tree(scores) -> np.ndarray:
         return np.zeros((1,), dtype=np.int64)
     if not np.isfinite(scores[1:]).all():
         raise ValueError("Arc scores contain NaN or infinite values: the parser's model diverged.")
-    allowed = allowed_arcs(scores)
-    heads, _ = _mst(allowed)
-    roots = np.flatnonzero(heads == 0)
-    if len(roots) == 1:  # the best tree overall is single-rooted, so it is the answer
-        return heads
-    return _best_single_root_tree(allowed)
+    heads, _ = _mst(single_root_arcs(allowed_arcs(scores)))
+    if np.count_nonzero(heads == 0) != 1:  # cannot happen with an exact MST (see single_root_arcs)
+        raise RuntimeError(
+            f"The MST decoder returned {np.count_nonzero(heads == 0)} roots for a {n}-token sentence: "
+            "check that ufal.chu_liu_edmonds is installed in the version pyproject.toml asks for."
+        )
+    return heads
 
 
 def allowed_arcs(scores: np.ndarray) -> np.ndarray:
@@ -42,6 +44,27 @@ def allowed_arcs(scores: np.ndarray) -> np.ndarray:
     return allowed
 
 
+def single_root_arcs(allowed: np.ndarray) -> np.ndarray:
+    """The arcs with every ROOT arc lowered by more than the score spread, so that the MST of
+    the result is the best single-rooted tree of `allowed` (Zmigrod et al. 2020, "Please mind
+    the root"; the same constant lowers every single-rooted tree, so their order is kept).
+
+    Why one root: take any tree with k > 1 ROOT children r1..rk and hang r2..rk from r1 instead
+    (their subtrees are disjoint from r1's, so it stays a tree). Each of the k - 1 changed arcs
+    loses at most `spread`, and the tree pays the penalty k - 1 fewer times: with a penalty above
+    `spread` the single-rooted tree is strictly better, so no maximum has two roots.
+    """
+    finite = allowed[~np.isnan(allowed)]
+    top = finite.max()
+    spread = top - finite.min()
+    # Shifted so that the best arc is 0: tree scores then stay small next to the margin even
+    # when the model's scores carry a large common offset (every tree has n arcs, so the shift
+    # keeps the order). The margin per extra root is spread + 1, not a rounding-sized 0+.
+    penalized = allowed - top
+    penalized[1:, 0] -= 2.0 * spread + 1.0
+    return penalized
+
+
 def tree_score(scores: np.ndarray, heads: np.ndarray) -> float:
     return float(scores[np.arange(1, len(heads) + 1), heads].sum())
 
@@ -50,27 +73,3 @@ def _mst(allowed: np.ndarray) -> Tuple[np.ndarray, float]:
     heads, _ = chu_liu_edmonds(allowed)
     heads = np.asarray(heads[1:], dtype=np.int64)
     return heads, tree_score(allowed, heads)
-
-
-def _best_single_root_tree(allowed: np.ndarray) -> np.ndarray:
-    """Try each token as the only child of the ROOT, best bound first, and stop once no
-    remaining candidate can beat the best tree found: exact, and usually a few MSTs.
-
-    A tree rooted at r scores at most score(r ← ROOT) + Σ_{d ≠ r} max_h score(d ← h) over token heads.
-    """
-    n = allowed.shape[0] - 1
-    root_scores = allowed[1:, 0]
-    best_token_head = np.nanmax(allowed[1:, 1:], axis=1)
-    bounds = root_scores + best_token_head.sum() - best_token_head
-    best_heads, best_score = None, -np.inf
-    for root in np.argsort(-bounds, kind="stable"):
-        if best_heads is not None and bounds[root] <= best_score:
-            break
-        candidate = allowed.copy()
-        candidate[1:, 0] = np.nan
-        candidate[root + 1, 0] = allowed[root + 1, 0]
-        heads, score = _mst(candidate)
-        if best_heads is None or score > best_score:
-            best_heads, best_score = heads, score
-    assert best_heads is not None and n > 0
-    return best_heads

@@ -253,10 +253,13 @@ class Summarizer:
         used = 0
         for sent in self.input_sentences(doc):
             text = sent.text.strip()
-            n_pieces = len(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+            # Counted as the generator encodes the text: a "<eos>" in it is several pieces.
+            n_pieces = len(tokenizer(" " + text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
             if used + n_pieces > self.max_input_pieces:
                 if not kept:
-                    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+                    encoding = tokenizer(
+                        text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
+                    )
                     end_char = encoding["offset_mapping"][self.max_input_pieces - 1][1]
                     kept.append(text[:end_char])
                 break
