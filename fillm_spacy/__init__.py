@@ -1,6 +1,7 @@
 """fillm_spacy: a LoRA-tuned decoder LLM as a spaCy encoder, with heads and a calamanCy comparison."""
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Optional
 
 try:
     __version__ = version("fillm_spacy")
@@ -28,19 +29,28 @@ def check_spacy_version(path: Path) -> None:
         )
 
 
-def load(name: str = "tl_fillm_sm", **kwargs):
+def load(name: str = "tl_fillm_sm", precision: Optional[str] = None, **kwargs):
     """Load a fillm pipeline, as `calamancy.load(name)` loads a calamanCy one: the name of an
     installed pipeline package (`tl_fillm_sm` or `tl_fillm_lg`, built by `spacy project run
     package`) or a path.
-    Keyword arguments go to `spacy.load` (e.g. exclude=["ner"])."""
+    precision: what the LLM layers compute in ("float32", "bfloat16", "auto"; None: the
+        pipeline's own setting); ignored for a pipeline without an LLM encoder.
+    Other keyword arguments go to `spacy.load` (e.g. exclude=["ner"])."""
     import spacy  # imported here so that `import fillm_spacy` stays cheap
-    from spacy.util import get_package_path, is_package
+    from spacy.util import get_package_path, is_package, load_config
 
+    directory = None
     if is_package(name):
         package_path = get_package_path(name)
         candidates = [p for p in package_path.iterdir() if (p / "config.cfg").exists()]
-        if candidates:
-            check_spacy_version(candidates[0])
+        directory = candidates[0] if candidates else None
     elif Path(name).exists():
-        check_spacy_version(Path(name))
+        directory = Path(name)
+    if directory is not None:
+        check_spacy_version(directory)
+    if precision is not None and directory is not None:
+        encoder = load_config(directory / "config.cfg", interpolate=False)["components"].get("tok2vec", {}).get("model", {})
+        if encoder.get("@architectures") == "fillm.LLMEncoder.v1":
+            overrides = {**kwargs.pop("config", {}), "components.tok2vec.model.precision": precision}
+            return spacy.load(name, config=overrides, **kwargs)
     return spacy.load(name, **kwargs)

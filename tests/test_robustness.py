@@ -116,6 +116,44 @@ def test_bench_pipe_uses_the_pipelines_own_batch_size(saved_pipeline, tmp_path):
     assert measure_pipe(str(saved_pipeline), str(texts), 1, 4, 1, False)["batch_size"] == 4
 
 
+def test_bench_pipe_names_the_precision_and_the_cpu(saved_pipeline, tmp_path):
+    """Figures from different machines or precisions must never be mixed up."""
+    from fillm_spacy.bench.measure import CPU_FLAGS, measure_pipe
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Kumain ang bata ng mangga.\n", encoding="utf8")
+    result = measure_pipe(str(saved_pipeline), str(texts), 1, None, 1, False)
+    assert result["precision"] == "float32" and result["cpu"] and result["cores"] >= 1
+    assert set(result["cpu_flags"]) <= set(CPU_FLAGS)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        assert ("avx2" in cpuinfo.read_text().split()) == ("avx2" in result["cpu_flags"])
+    # int8 quantizes the process's shared base model in place: `bench pipe --int8` runs it in a process of its own
+    from fillm_spacy.bench.measure import encoder_precision
+
+    assert encoder_precision(spacy.load(saved_pipeline), int8=True) == "int8"
+
+
+def test_load_with_a_precision_sets_the_encoders_and_leaves_other_pipelines_alone(saved_pipeline, tmp_path, monkeypatch):
+    import fillm_spacy
+    from fillm_spacy.bench.measure import measure_pipe
+    from fillm_spacy.layers import precision
+    from fillm_spacy.models.quantize import llm_encoder_modules
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    nlp = fillm_spacy.load(str(saved_pipeline), precision="bfloat16")
+    assert [m.precision for m in llm_encoder_modules(nlp)] == ["bfloat16"]
+    assert nlp.config["components"]["tok2vec"]["model"]["precision"] == "bfloat16"
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Kumain ang bata ng mangga.\n", encoding="utf8")
+    assert measure_pipe(str(saved_pipeline), str(texts), 1, None, 1, False, "auto")["precision"] == "bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    assert measure_pipe(str(saved_pipeline), str(texts), 1, None, 1, False, "auto")["precision"] == "float32"
+    blank = tmp_path / "blank"
+    spacy.blank("tl").to_disk(blank)
+    assert fillm_spacy.load(str(blank), precision="bfloat16").pipe_names == []
+
+
 def test_bench_pipe_times_the_second_load_in_a_process_of_its_own(saved_pipeline, tmp_path, monkeypatch):
     """Peak RSS must be that of one loaded pipeline: the warm (second) load runs elsewhere."""
     from fillm_spacy.bench import cli, measure

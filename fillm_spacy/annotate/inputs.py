@@ -20,6 +20,9 @@ FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".spacy": "spacy"}
 
 # A record larger than this is skipped (reason too_long) without ever being held in memory whole.
 MAX_RECORD_BYTES = 64 * 2**20
+# Metadata nested deeper than this is skipped (reason too_deep): msgpack (DocBin user_data, Ray
+# rows) refuses about 500 levels, and Python's json recursion about 1,000; no real record comes near.
+MAX_DEPTH = 100
 _CHUNK = 2**20
 
 REPAIRED = {
@@ -35,6 +38,8 @@ SKIPPED = {
     "missing_key": "JSONL object without the text key",
     "text_not_a_string": "JSONL text that is not a string",
     "too_long": f"record over {MAX_RECORD_BYTES // 2**20} MiB",
+    "too_deep": f"JSON nested more than {MAX_DEPTH} levels deep",
+    "unreadable": "record that could not be read for another reason (see the examples)",
 }
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -43,6 +48,10 @@ _INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack (DocBin user_data, Ray rows) 
 
 class InputError(ValueError):
     """The input path names nothing that can be read (a one-line message)."""
+
+
+class TooDeep(ValueError):
+    """A JSON value nested more than MAX_DEPTH levels deep."""
 
 
 class InputFile(NamedTuple):
@@ -115,24 +124,45 @@ def repair_text(text: str) -> Tuple[str, List[str]]:
     return text, reasons
 
 
-def repair_value(value, reasons: List[str]):
-    """A JSON value made storable in msgpack (DocBin user_data) and UTF-8: strings repaired as
-    text, integers beyond 64 bits kept as strings; repairs are appended to `reasons`."""
+def repair_scalar(value, reasons: List[str]):
     if isinstance(value, str):
         fixed, found = repair_text(value)
         reasons.extend(r for r in found if r not in reasons)
         return fixed
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return value
-    if isinstance(value, int):
-        if _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-            return value
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
         if "big_integers" not in reasons:
             reasons.append("big_integers")
         return str(value)
-    if isinstance(value, list):
-        return [repair_value(v, reasons) for v in value]
-    return {repair_value(k, reasons): repair_value(v, reasons) for k, v in value.items()}
+    return value
+
+
+def repair_value(value, reasons: List[str], max_depth: int = MAX_DEPTH):
+    """A JSON value made storable in msgpack (DocBin user_data) and UTF-8: strings repaired as
+    text, integers beyond 64 bits kept as strings; repairs are appended to `reasons`. Iterative
+    (an explicit stack, no recursion limit to hit); raises TooDeep past `max_depth` levels of
+    lists and objects, which msgpack and json could not store."""
+    if not isinstance(value, (list, tuple, dict)):
+        return repair_scalar(value, reasons)
+    root = {} if isinstance(value, dict) else []
+    # (source container, its repaired copy, depth): each child's copy is put in its parent's copy
+    # at once, in order, and filled when its turn on the stack comes
+    stack = [(value, root, 1)]
+    while stack:
+        source, target, depth = stack.pop()
+        if depth > max_depth:
+            raise TooDeep(f"nested more than {max_depth} levels deep")
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, child in items:
+            if isinstance(child, (list, tuple, dict)):
+                copy = {} if isinstance(child, dict) else []
+                stack.append((child, copy, depth + 1))
+            else:
+                copy = repair_scalar(child, reasons)
+            if isinstance(source, dict):
+                target[repair_scalar(key, reasons)] = copy
+            else:
+                target.append(copy)
+    return root
 
 
 def decode_line(raw: bytes) -> Tuple[str, List[str]]:
@@ -159,7 +189,9 @@ def jsonl_record(input_index: int, index: int, raw: bytes, text_key: str) -> Tup
         return None, reasons + ["empty"]
     try:
         value = json.loads(line)
-    except (ValueError, RecursionError):
+    except RecursionError:  # json's own depth limit (about 1,000 levels)
+        return None, reasons + ["too_deep"]
+    except ValueError:
         return None, reasons + ["not_json"]
     if not isinstance(value, dict):
         return None, reasons + ["not_an_object"]
@@ -170,7 +202,10 @@ def jsonl_record(input_index: int, index: int, raw: bytes, text_key: str) -> Tup
         return None, reasons + ["text_not_a_string"]
     text, repaired = repair_text(text)
     reasons += repaired
-    meta = repair_value(value, reasons)
+    try:
+        meta = repair_value(value, reasons)
+    except TooDeep:
+        return None, reasons + ["too_deep"]
     if not text.strip():
         return None, reasons + ["empty"]
     return Record(input_index, index, text, None, None, meta), reasons
@@ -209,7 +244,11 @@ def docbin_records(input_index: int, data: bytes) -> Iterator[Tuple[Optional[Rec
             yield None, ["empty"]
             continue
         reasons: List[str] = []
-        meta = repair_value({k: v for k, v in doc.user_data.items() if isinstance(k, str)}, reasons)
+        try:
+            meta = repair_value({k: v for k, v in doc.user_data.items() if isinstance(k, str)}, reasons)
+        except TooDeep:
+            yield None, reasons + ["too_deep"]
+            continue
         yield Record(input_index, index, None, [t.text for t in doc], [bool(t.whitespace_) for t in doc], meta), reasons
 
 
@@ -238,10 +277,14 @@ def read_records(
         for index, (begin, end, line) in enumerate(iter_lines(stream, on_bytes), start=first_index):
             if line is None:
                 record, reasons = None, ["too_long"]
-            elif file.format == "jsonl":
-                record, reasons = jsonl_record(input_index, index, line, text_key)
             else:
-                record, reasons = text_record(input_index, index, line)
+                try:
+                    if file.format == "jsonl":
+                        record, reasons = jsonl_record(input_index, index, line, text_key)
+                    else:
+                        record, reasons = text_record(input_index, index, line)
+                except Exception:  # one record no rule foresaw must not stop the job: skipped, counted
+                    record, reasons = None, ["unreadable"]
             yield Raw(index, begin, end, record, tuple(reasons))
 
 

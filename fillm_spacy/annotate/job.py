@@ -4,6 +4,7 @@ unfinished shards, then complete the manifest and summarize. `annotate()` is the
 `python -m fillm_spacy.annotate`.
 """
 import contextlib
+import os
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -23,18 +24,18 @@ from .manifest import (
 )
 from .plan import plan_shards
 from .progress import Progress, summary_line
-from .worker import Job
-from .writers import EXTENSIONS, TEMP_PREFIX, shard_file_name
+from .worker import PART_CHARS, Job
+from .writers import EXTENSIONS, TEMP_PREFIX, shard_file_name, shard_intact
 
 FORMATS = tuple(EXTENSIONS)
 LOCK = ".lock"
 ENGINES = ("local", "ray")
 ANNOTATION_SKIPPED = {"annotation_error": "the pipeline raised on the document"}
-ANNOTATION_KEPT = {"long_document": "annotated in parts of at most --part-tokens tokens, joined back"}
+ANNOTATION_KEPT = {"long_document": "annotated in parts of at most --part-tokens tokens and --part-chars characters, joined back"}
 
 
 def check_options(fmt: str, engine: str, shard_size: int, n_process: int, batch_size: Optional[int],
-                  part_tokens: int, shard_timeout: float, address: Optional[str]) -> None:
+                  part_tokens: int, part_chars: int, shard_timeout: float, address: Optional[str]) -> None:
     problems = [
         (address is not None and engine != "ray", "--address names a Ray cluster: use it with --engine ray"),
         (fmt not in FORMATS, f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}"),
@@ -43,6 +44,7 @@ def check_options(fmt: str, engine: str, shard_size: int, n_process: int, batch_
         (n_process < 1, f"--n-process must be at least 1, not {n_process}"),
         (batch_size is not None and batch_size < 1, f"--batch-size must be at least 1, not {batch_size}"),
         (part_tokens < 16, f"--part-tokens must be at least 16, not {part_tokens}"),
+        (part_chars < 100, f"--part-chars must be at least 100, not {part_chars}"),
         (shard_timeout < 0, f"--shard-timeout must be 0 (none) or more, not {shard_timeout}"),
     ]
     for failed, message in problems:
@@ -55,20 +57,27 @@ def output_files(directory: Path):
         yield from directory.glob(f"shard-*.{ext}")
 
 
+def remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:
+        raise AnnotateError(f"cannot remove {path}: {error.strerror or error} (is the output directory writable?)") from None
+
+
 def start_over(directory: Path) -> None:
     """Remove what a job writes (shards, manifest, journal, temporary files), nothing else."""
     for path in [*output_files(directory), *directory.glob(f"{TEMP_PREFIX}*"), directory / MANIFEST, directory / JOURNAL]:
-        if path.exists():
-            path.unlink()
+        remove(path)
 
 
 def finished_shards(directory: Path, old: Optional[Dict], manifest: Dict) -> Dict[int, Dict]:
-    """Shards whose file exists and whose stats were recorded (journal, or a completed manifest)."""
+    """Shards whose stats were recorded (journal, or a completed manifest) and whose file is
+    still the one recorded (size and sha256): a shard truncated or altered since is redone."""
     fmt = manifest["settings"]["format"]
     recorded = {s["index"]: s["stats"] for s in (old or {}).get("shards", []) if s.get("stats")}
     recorded.update(read_journal(directory))
     return {i: stats for i, stats in recorded.items()
-            if i < len(manifest["shards"]) and (directory / shard_file_name(i, fmt)).exists()}
+            if i < len(manifest["shards"]) and shard_intact(directory / shard_file_name(i, fmt), stats)}
 
 
 def sum_counts(*counters: Dict[str, int]) -> Dict[str, int]:
@@ -82,11 +91,11 @@ def sum_counts(*counters: Dict[str, int]) -> Dict[str, int]:
 def annotate(model: str, input: str, output_dir: str, *, fmt: str = "spacy", text_key: str = "text",
              batch_size: Optional[int] = None, n_process: int = 1, shard_size: int = 1000, engine: str = "local",
              address: Optional[str] = None, gpu_id: int = -1, force: bool = False, part_tokens: int = 10000,
-             shard_timeout: float = 3600, progress: Optional[bool] = None) -> Dict:
+             part_chars: int = PART_CHARS, shard_timeout: float = 3600, progress: Optional[bool] = None) -> Dict:
     """Annotate every document of `input` with the pipeline `model` into numbered shards and a
     manifest in `output_dir`, continuing an interrupted run of the same job; returns the summary
     (its "line" is what the command prints). Raises AnnotateError (one line) when it cannot."""
-    check_options(fmt, engine, shard_size, n_process, batch_size, part_tokens, shard_timeout, address)
+    check_options(fmt, engine, shard_size, n_process, batch_size, part_tokens, part_chars, shard_timeout, address)
     if engine == "ray":
         from .ray_engine import import_ray
 
@@ -100,21 +109,34 @@ def annotate(model: str, input: str, output_dir: str, *, fmt: str = "spacy", tex
     except InputError as error:
         raise AnnotateError(str(error)) from None
     plan = plan_shards(files, text_key, shard_size)
-    settings = {"format": fmt, "shard_size": shard_size, "text_key": text_key, "batch_size": batch_size, "part_tokens": part_tokens}
+    settings = {"format": fmt, "shard_size": shard_size, "text_key": text_key, "batch_size": batch_size,
+                "part_tokens": part_tokens, "part_chars": part_chars}
 
-    job = Job(model, fmt, tuple(files), text_key, batch_size, part_tokens, gpu_id, shard_timeout, str(directory))
-    directory.mkdir(parents=True, exist_ok=True)
+    job = Job(model, fmt, tuple(files), text_key, batch_size, part_tokens, part_chars, gpu_id, shard_timeout, str(directory))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AnnotateError(f"cannot create the output directory {directory}: {error.strerror or error} "
+                            f"(choose a writable place)") from None
     with lock(directory):
         return run_job(job, new_manifest(model_info, plan, settings), force, engine, n_process, address, progress)
 
 
 @contextlib.contextmanager
 def lock(directory: Path):
-    """One job per output directory at a time (the OS drops the lock of a killed job)."""
+    """One job per output directory at a time (the OS drops the lock of a killed job). The lock
+    file is created first: filelock takes a file it cannot create (e.g. under /proc) for one
+    another job holds."""
     from filelock import FileLock, Timeout
 
+    path = directory / LOCK
     try:
-        with FileLock(str(directory / LOCK), timeout=0):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as error:
+        raise AnnotateError(f"cannot create the lock file {path}: {error.strerror or error} "
+                            f"(choose a writable output directory)") from None
+    try:
+        with FileLock(str(path), timeout=0):
             yield
     except Timeout:
         raise AnnotateError(f"another job is writing {directory} (it holds {directory / LOCK})") from None
@@ -136,7 +158,7 @@ def run_job(job: Job, manifest: Dict, force: bool, engine: str, n_process: int, 
     elif any(True for _ in output_files(directory)):
         raise AnnotateError(f"{directory} has shard files but no {MANIFEST}: use --force to start over")
     for temporary in directory.glob(f"{TEMP_PREFIX}*"):  # left by a killed run
-        temporary.unlink()
+        remove(temporary)
 
     done = finished_shards(directory, old, manifest)
     journal = read_journal(directory)

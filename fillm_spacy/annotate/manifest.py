@@ -4,8 +4,9 @@
 size, sha256, records), the model (name, version, a fingerprint of its files), the settings that
 decide the output (format, shard size, text key, batch size, part size), the shard table (each
 shard's input ranges and documents) and the counts (bad records by reason; at the end documents,
-words, sentences). `progress.jsonl` gets one fsynced line per shard as it is finished; a resumed
-job trusts a line only when its shard file exists. An existing manifest that disagrees with the
+words, sentences). `progress.jsonl` gets one fsynced line per shard as it is finished, with the
+shard file's size and sha256; a resumed job trusts a line only when its shard file is still that
+file (a truncated or altered shard is redone). An existing manifest that disagrees with the
 new job (another input, model or setting) is refused unless the job is forced.
 """
 import hashlib
@@ -15,12 +16,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .errors import AnnotateError
-from .writers import write_atomic
+from .writers import write_atomic, write_error
 
 MANIFEST = "manifest.json"
 JOURNAL = "progress.jsonl"
 MANIFEST_VERSION = 1
-SETTINGS = ("format", "shard_size", "text_key", "batch_size", "part_tokens")
+SETTINGS = ("format", "shard_size", "text_key", "batch_size", "part_tokens", "part_chars")
 
 
 def pipeline_directory(model: str) -> Path:
@@ -108,10 +109,15 @@ def write_manifest(directory: Path, manifest: Dict) -> None:
 
 
 def append_journal(directory: Path, entry: Dict) -> None:
-    with open(Path(directory) / JOURNAL, "a", encoding="utf8") as stream:
-        stream.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
+    """One fsynced line; a line cut short by a failed write is ignored when read (its shard is redone)."""
+    path = Path(directory) / JOURNAL
+    try:
+        with open(path, "a", encoding="utf8") as stream:
+            stream.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+    except OSError as error:
+        raise write_error(path, error) from None
 
 
 def read_journal(directory: Path) -> Dict[int, Dict]:

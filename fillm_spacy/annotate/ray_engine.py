@@ -18,9 +18,8 @@ from typing import Dict, List, Optional
 
 from .errors import AnnotateError
 from .inputs import Record
-from .local import LOAD_ALLOWANCE_SECONDS, POLL_SECONDS, OnDone, OnProgress, one_line
+from .local import LOAD_ALLOWANCE_SECONDS, POLL_SECONDS, OnDone, OnProgress, one_line, write_and_record
 from .worker import Job, shard_records
-from .writers import write_atomic
 
 MISSING = "--engine ray needs Ray: pip install 'fillm_spacy[distributed]' (or pip install 'ray[data]')"
 
@@ -152,8 +151,7 @@ def collect(job: Job, dataset, shards: Dict[int, Dict], on_done: OnDone, on_prog
         index = int(item["shard"])
         if index in written:  # a retried task may deliver a shard twice: write and count it once
             continue
-        stats = json.loads(item["stats"])
-        write_atomic(job.shard_path(index), bytes(item["payload"]))
+        stats = write_and_record(job, index, bytes(item["payload"]), json.loads(item["stats"]))
         written.add(index)
         last = time.monotonic()
         on_progress(stats["documents"], stats["words"])

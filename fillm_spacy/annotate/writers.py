@@ -7,14 +7,20 @@
           nearest word above them (a whitespace root hands the root to its first word).
 - jsonl:  one line per document: {"text", "meta", "source", "doc": spaCy's Doc.to_json() less "text"}.
 
-A shard is written under a temporary name, synced and renamed: it exists whole or not at all.
+A shard is written under a temporary name, synced and renamed: it exists whole or not at all, and
+a failed write (disk full, file size limit, no permission) leaves no temporary file behind and
+says so in one line. Only the job's main process writes shards (engines hand it the bytes), and
+the journal records each shard's size and sha256 so that a resumed job redoes a shard that was
+truncated or altered since.
 """
+import hashlib
 import json
 import os
 import re
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+from .errors import AnnotateError
 from .inputs import Record
 
 EXTENSIONS = {"spacy": "spacy", "conllu": "conllu", "jsonl": "jsonl"}
@@ -28,20 +34,59 @@ def shard_file_name(index: int, fmt: str) -> str:
     return f"shard-{index:06d}.{EXTENSIONS[fmt]}"
 
 
+def write_error(path: Path, error: OSError) -> AnnotateError:
+    """An OSError of a write as the one line the user sees, with what to do about it."""
+    reason = error.strerror or str(error) or type(error).__name__
+    return AnnotateError(f"cannot write {path}: {reason} (free space, raise the file size limit, or choose a writable "
+                         f"output directory; finished shards are kept and the same command resumes)")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write under a temporary name in the same directory, fsync, rename over `path`."""
+    """Write under a temporary name in the same directory, fsync, rename over `path`. On any
+    failure (or Ctrl-C) the temporary file is removed; an OSError becomes an AnnotateError."""
     path = Path(path)
     temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
-    with open(temp, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+        with open(temp, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except BaseException as error:
+        try:
+            os.unlink(temp)
+        except OSError:  # not created, or already renamed
+            pass
+        if isinstance(error, OSError):
+            raise write_error(path, error) from None
+        raise
+
+
+def write_shard(path: Path, data: bytes) -> Dict:
+    """Write a shard atomically; its size and sha256 (for the journal and the manifest)."""
+    write_atomic(path, data)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def shard_intact(path: Path, stats: Dict) -> bool:
+    """True when the file at `path` is the shard the journal recorded: same size and sha256 (a
+    record without them, from an older version, is not trusted)."""
+    path = Path(path)
+    try:
+        if "sha256" not in stats or path.stat().st_size != stats.get("bytes"):
+            return False
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(2**20), b""):
+                digest.update(block)
+    except OSError:
+        return False
+    return digest.hexdigest() == stats["sha256"]
 
 
 Annotated = Tuple[Record, "object", int]  # (record, annotated Doc, document number in the job)

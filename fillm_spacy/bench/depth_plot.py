@@ -1,9 +1,11 @@
-"""The depth curve's picture: held-out LAS and UPOS of each run against its `bench pipe` words/s,
-the baseline as its own point (matplotlib; extra `plots`).
+"""The depth curve's picture: held-out LAS and UPOS of each run against its words/s.
+
+Each run is one point, labelled by its name; the baseline is its own point (matplotlib; extra
+`plots`). Speed is `bench pipe`'s words/s.
 
     python -m fillm_spacy.bench.depth_plot runs.json docs/depth_curve.png
 
-runs.json: [{"name": "L12 frozen", "words_per_second": 260, "pos_acc": 92.1, "dep_las": 68.0,
+runs.json: [{"name": "frozen 4+8+12", "words_per_second": 260, "pos_acc": 92.1, "dep_las": 68.0,
 "baseline": false}, ...] (scores in %; one entry with "baseline": true).
 """
 import argparse

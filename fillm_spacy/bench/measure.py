@@ -13,22 +13,70 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+# The instruction sets that decide which precision runs fast: figures from CPUs that differ here
+# are not comparable.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def machine() -> Dict:
+    """The CPU's model name, the CPU_FLAGS it has, cores and torch's threads (Linux /proc/cpuinfo;
+    elsewhere the platform's processor string and no flags)."""
+    import os
+    import platform
+
+    import torch
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {"cpu": name, "cpu_flags": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def encoder_precision(nlp, int8: bool) -> str:
+    """What the pipeline's LLM layers compute in at inference: "int8" after dynamic quantization,
+    else the autocast dtype its precision setting chose on this machine, else the weights' dtype;
+    "none" for a pipeline without an LLM encoder."""
+    import torch
+
+    from ..layers.precision import inference_dtype
+    from ..models.quantize import llm_encoder_modules
+
+    found = set()
+    for module in llm_encoder_modules(nlp):
+        device = next(module.llm.decoder.parameters()).device
+        dtype = inference_dtype(module.precision, device) or next(module.llm.decoder.parameters()).dtype
+        found.add(str(dtype).replace("torch.", ""))
+    if not found:
+        return "none"
+    return "int8" if int8 else "+".join(sorted(found))
+
+
 def directory_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2**20
 
 
-def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optional[int], n_process: int, int8: bool) -> Dict:
+def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optional[int], n_process: int, int8: bool,
+                 precision: Optional[str] = None) -> Dict:
     """Words per second of nlp.pipe, load time and peak RSS of one loaded pipeline, in this process.
 
     batch_size None: the pipeline's own `nlp.batch_size` (what `nlp.pipe` uses by default).
+    precision None: the pipeline's own setting (see fillm_spacy.load).
     """
-    import spacy
-
+    from .. import load
     from ..models.quantize import quantize_for_inference
 
     texts = first_lines(Path(texts_path), n_lines)
     start = time.perf_counter()
-    nlp = spacy.load(pipeline)
+    nlp = load(pipeline, precision=precision)
     load_s = time.perf_counter() - start
     if int8:
         quantize_for_inference(nlp)
@@ -40,6 +88,8 @@ def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optio
     return {
         "pipeline": pipeline,
         "int8": int8,
+        "precision": encoder_precision(nlp, int8),
+        **machine(),
         "n_process": n_process,
         "batch_size": batch_size,
         "texts": len(texts),

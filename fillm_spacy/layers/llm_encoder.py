@@ -48,6 +48,7 @@ def build_llm_encoder(
     contextualizer_dropout: float,
     prefix_cache_mb: int,
     final_norm: bool,
+    precision: str = "float32",
 ) -> Model[List[Doc], List[Floats2d]]:
     """The thinc model wrapping `LLMEncoderModule` (validated arguments, see the registry)."""
     n_layers = llm.config.num_hidden_layers
@@ -110,6 +111,7 @@ def build_llm_encoder(
         prefix_cache_mb=prefix_cache_mb,
         lora_settings=lora_settings,
         final_norm=final_norm,
+        precision=precision,
     )
     return Model(
         "llm_encoder",
@@ -158,6 +160,7 @@ def llm_encoder_v1(
     prefix_cache_mb: int = 0,
     final_norm: bool = False,
     dtype: str = "float32",
+    precision: str = "float32",
     features: Optional[Model[List[Doc], List[Floats2d]]] = None,
     features_into_contextualizer: bool = False,
     contextualizer_skip: bool = False,
@@ -187,9 +190,12 @@ def llm_encoder_v1(
         Inference never caches.
     final_norm: pass the last mixed layer through the model's final norm (Hugging Face's last
         hidden state; a norm trained for the top layer's output). Off: every mixed state is its
-        layer's own output. On the one-layer sm recipe the normed state ran 1.0-1.5 dev LAS
-        above the raw one at equal steps (one run each: README, Results).
+        layer's own output (docs/experiments.md, 'The final norm on the last layer').
     dtype: torch dtype of the base weights ("float32" on CPU; "bfloat16" for 7B models on GPU).
+    precision: what the LLM layers compute in at inference (training always uses `dtype`):
+        "float32", "bfloat16" (autocast; falls back to float32 with one log line where the
+        device has no fast bfloat16), or "auto" (bfloat16 exactly where it is fast: CPUs with
+        AVX512-BF16 or AMX, GPUs that support it). See layers/precision.py.
     features: optional extra token features (e.g. spaCy's MultiHashEmbed + MaxoutWindowEncoder)
         concatenated with the LLM features: Tagalog affixes and reduplication live in characters.
     features_into_contextualizer: False: the BiLSTM reads the LLM states and `features` join its
@@ -197,8 +203,8 @@ def llm_encoder_v1(
         (Dozat & Manning 2017 feed word and character features into their BiLSTM).
     contextualizer_skip: with features_into_contextualizer, the BiLSTM's input also goes around
         it, concatenated with its output: every head then reads the character features directly,
-        as without features_into_contextualizer (runs with the features inside the BiLSTM only
-        trailed on lemmas; README, Results).
+        as without features_into_contextualizer (a remedy tried for lemmas; the lemmatizer's own
+        features serve them better: docs/experiments.md, 'What the lemmatizer needs').
     """
     from thinc.api import Maxout, chain, concatenate, noop, with_array
 
@@ -236,6 +242,7 @@ def llm_encoder_v1(
         max_batch_pieces=max_batch_pieces,
         prefix_cache_mb=prefix_cache_mb,
         final_norm=final_norm,
+        precision=precision,
     )
     if features is None:
         return encoder

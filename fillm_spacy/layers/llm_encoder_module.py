@@ -21,6 +21,7 @@ from ..models.adapters import active_adapter
 from ..models.loading import BaseLLM
 from .bilstm import PackedBiLSTM
 from .encoder_batch import EncoderBatch
+from .precision import inference_dtype
 from .scalar_mix import ScalarMix
 
 ATTENTION = ("causal", "bidirectional")
@@ -80,6 +81,7 @@ class LLMEncoderModule(torch.nn.Module):
         prefix_cache_mb: int = 0,
         lora_settings: Optional[dict] = None,
         final_norm: bool = False,
+        precision: str = "float32",
     ):
         super().__init__()
         self.llm = llm
@@ -101,8 +103,11 @@ class LLMEncoderModule(torch.nn.Module):
             frozen_prefix=frozen_prefix,
             prefix_cache_mb=prefix_cache_mb,
             final_norm=final_norm,
+            precision=precision,
         )
         self.final_norm = final_norm
+        inference_dtype(precision, torch.device("cpu"))  # an unknown name fails here, not at the first doc
+        self.precision = precision
         self.base = llm.model  # a submodule so train()/eval() reach the LoRA dropout
         hidden = llm.config.hidden_size
         self.mix = ScalarMix(len(self.mixed_layers), hidden)
@@ -179,7 +184,11 @@ class LLMEncoderModule(torch.nn.Module):
             states = self.layer_states_with_prefix_cache(windows, device)
         else:
             input_ids, mask = self.pad(windows, device)
-            states = self.run_layers(0, self.last_layer, mask, input_ids=input_ids)
+            dtype = None if self.training else inference_dtype(self.precision, torch.device(device))
+            with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+                states = self.run_layers(0, self.last_layer, mask, input_ids=input_ids)
+            if dtype is not None:  # the encoder's own modules read float32, as in training
+                states = {layer: state.float() for layer, state in states.items()}
         if self.final_norm:  # after the cache, which keeps the layers' own outputs
             states = {**states, self.last_layer: self.llm.decoder.norm(states[self.last_layer])}
         mixed = self.mix([states[layer] for layer in self.mixed_layers])
