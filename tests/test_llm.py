@@ -488,6 +488,19 @@ def test_ner_answers_are_what_ner_v3_parses(tiny_gemma3_dir, monkeypatch, tmp_pa
         assert [(e.text, e.label_) for e in doc.ents] == [(e.text, e.label_) for e in ref.ents]
 
 
+def test_headline_pairs_are_prompted_as_the_summarizer_prompts(tiny_gemma3_dir):
+    from fillm_spacy.llm.finetune import headline_prompts, instruction_pairs
+
+    nlp = spacy.blank("tl")
+    component = nlp.add_pipe("fillm_summarizer", config={"mode": "abstractive", "model_name": str(tiny_gemma3_dir),
+                                                         "max_input_pieces": 24})
+    records = [{"text": "Umuulan sa Maynila ngayong araw. " * 30, "summary": " Umuulan "},
+               {"text": "   ", "summary": "Wala"}, {"text": "Walang buod."}]
+    prompt = headline_prompts(spacy.blank("tl"), component.generator.llm.tokenizer, 24)
+    expected = component.build_prompt(nlp.make_doc(records[0]["text"]))
+    assert instruction_pairs("headline", {}, records, prompt) == [(expected, "Umuulan")]
+
+
 def test_adapter_refuses_another_base_model(tiny_gemma_dir, tiny_gemma3_dir, tmp_path):
     records = [{"doc_id": str(i), "text": f"Umuulan sa Maynila ngayong araw {i}. Sarado ang mga paaralan.", "summary": "Umuulan"} for i in range(3)]
     srsly.write_jsonl(tmp_path / "pairs.jsonl", records)

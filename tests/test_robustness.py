@@ -138,7 +138,7 @@ def test_load_with_a_precision_sets_the_encoders_and_leaves_other_pipelines_alon
     import fillm_spacy
     from fillm_spacy.bench.measure import measure_pipe
     from fillm_spacy.layers import precision
-    from fillm_spacy.models.quantize import llm_encoder_modules
+    from fillm_spacy.pipeline.quantize import llm_encoder_modules
 
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     nlp = fillm_spacy.load(str(saved_pipeline), precision="bfloat16")

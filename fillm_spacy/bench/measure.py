@@ -48,7 +48,7 @@ def encoder_precision(nlp, int8: bool) -> str:
     import torch
 
     from ..layers.precision import inference_dtype
-    from ..models.quantize import llm_encoder_modules
+    from ..pipeline.quantize import llm_encoder_modules
 
     found = set()
     for module in llm_encoder_modules(nlp):
@@ -72,7 +72,7 @@ def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optio
     precision None: the pipeline's own setting (see fillm_spacy.load).
     """
     from .. import load
-    from ..models.quantize import quantize_for_inference
+    from ..pipeline.quantize import quantize_for_inference
 
     texts = first_lines(Path(texts_path), n_lines)
     start = time.perf_counter()
@@ -122,7 +122,7 @@ def measure_accuracy(pipeline: str, dev: str, int8: bool) -> Dict:
     import spacy
     from spacy.training import Corpus
 
-    from ..models.quantize import quantize_for_inference
+    from ..pipeline.quantize import quantize_for_inference
 
     nlp = spacy.load(pipeline)
     if int8:

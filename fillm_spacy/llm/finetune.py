@@ -10,7 +10,8 @@ Instruction pairs are made with the very task that runs at inference: the prompt
 format), the answer is what that task's parser reads back:
 - `pos`: UD data (CoNLL-U, or a DocBin with `pos`) → `fillm.POSTagging.v1`'s numbered UPOS table;
 - `ner`: a DocBin with entities → `spacy.NER.v3`'s "n. text | True | LABEL | reason" lines;
-- `headline`: {"text","summary"} JSONL → `fillm_summarizer`'s abstractive prompt and the headline.
+- `headline`: {"text","summary"} JSONL → `fillm_summarizer`'s abstractive prompt (`headline.py`,
+  shared with the summarizer) and the headline.
 The loss is the causal LM loss on the answer pieces (and the closing <eos>) only. The adapter is
 saved as a peft adapter directory (adapter_config.json + adapter_model.safetensors) plus
 `fillm-adapter.json`: the base model's fingerprint and the task configuration, so evaluation (and
@@ -22,7 +23,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..readers.records import read_docs, read_jsonl, select_range
 
@@ -72,16 +73,34 @@ def pos_answer(shard) -> str:
     return "\n".join(rows)
 
 
-def instruction_pairs(task: str, task_config: Dict[str, Any], records: Sequence[Any], summarizer=None) -> List[Tuple[str, str]]:
-    """(prompt, answer) pairs; prompts are unformatted (the model wrapper adds chat turns)."""
+def headline_prompts(nlp, tokenizer, max_input_pieces: int) -> Callable[[str], str]:
+    """A text's headline prompt, as an abstractive `fillm_summarizer` with this `max_input_pieces`
+    (and its other defaults) builds it for the same base model's tokenizer."""
+    from .headline import build_prompt
+
+    if max_input_pieces < 1:
+        raise ValueError("--max-input-pieces must be at least 1")
+
+    def headline_prompt(text: str) -> str:
+        return build_prompt(nlp.make_doc(text), tokenizer, max_input_pieces=max_input_pieces)
+
+    return headline_prompt
+
+
+def instruction_pairs(
+    task: str,
+    task_config: Dict[str, Any],
+    records: Sequence[Any],
+    headline_prompt: Optional[Callable[[str], str]] = None,
+) -> List[Tuple[str, str]]:
+    """(prompt, answer) pairs; prompts are unformatted (the model wrapper adds chat turns).
+    headline_prompt: for task "headline", a text's prompt (see `headline_prompts`)."""
     pairs: List[Tuple[str, str]] = []
     if task == "headline":
-        nlp = summarizer["nlp"]
-        component = summarizer["component"]
         for record in records:
-            doc = nlp.make_doc(record["text"])
-            if doc.text.strip() and record.get("summary", "").strip():
-                pairs.append((component.build_prompt(doc), record["summary"].strip()))
+            # spaCy's tokenizer keeps the text as it is: a doc's text is the record's.
+            if record["text"].strip() and record.get("summary", "").strip():
+                pairs.append((headline_prompt(record["text"]), record["summary"].strip()))
         return pairs
     llm_task = make_task(task, task_config)
     for doc in records:
@@ -195,34 +214,35 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     generator = fillm_local_llm_v1(args.base, chat_format=args.chat_format, context_length=args.max_length + 1,
                                    max_new_tokens=1, device=args.device, dtype=args.dtype)
 
-    summarizer = None
+    headline_prompt = None
+    # The abstractive fillm_summarizer settings the prompts are made with (kept with the adapter,
+    # so the summarizer can warn when it is run otherwise).
     summarizer_config: Dict[str, Any] = {}
     if args.task == "headline":
         import spacy
 
-        from ..pipeline.summarizer import DEFAULT_PROMPT
+        from .headline import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
 
         summarizer_config = {"mode": "abstractive", "model_name": args.base, "max_input_pieces": args.max_input_pieces,
                              "prompt": DEFAULT_PROMPT,
-                             "chat_format": args.chat_format, "max_new_tokens": 48,
+                             "chat_format": args.chat_format, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
                              "device": args.device, "dtype": args.dtype}
-        nlp = spacy.blank(args.lang)
-        component = nlp.add_pipe("fillm_summarizer", config=summarizer_config)
-        summarizer = {"nlp": nlp, "component": component}
+        # The generator's tokenizer is the shared base model's, the one the summarizer would use.
+        headline_prompt = headline_prompts(spacy.blank(args.lang), generator.llm.tokenizer, args.max_input_pieces)
 
     def load_records(path: Path, range_: Optional[str]) -> List[Any]:
         records = read_jsonl(path) if args.task == "headline" else read_docs(path, args.lang)
         return select_range(records, range_, args.limit)
 
     train_records = load_records(Path(args.train), args.train_range)
-    train_pairs = instruction_pairs(args.task, task_config, train_records, summarizer)
+    train_pairs = instruction_pairs(args.task, task_config, train_records, headline_prompt)
     encoded = [e for e in (encode_pair(generator, args.task, p, a, args.max_length) for p, a in train_pairs) if e]
     if not encoded:
         raise SystemExit(f"No training pair fits --max-length {args.max_length} (from {len(train_pairs)} pairs)")
     dev_encoded: List[Tuple[List[int], List[int]]] = []
     if args.dev:
         dev_records = load_records(Path(args.dev), args.dev_range)
-        dev_pairs = instruction_pairs(args.task, task_config, dev_records, summarizer)
+        dev_pairs = instruction_pairs(args.task, task_config, dev_records, headline_prompt)
         dev_encoded = [e for e in (encode_pair(generator, args.task, p, a, args.max_length) for p, a in dev_pairs) if e]
     print(f"[finetune] {args.task}: {len(encoded)} training pairs ({len(train_pairs) - len(encoded)} over "
           f"--max-length {args.max_length} left out), {len(dev_encoded)} dev pairs", file=sys.stderr)

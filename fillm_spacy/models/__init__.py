@@ -1,3 +1,3 @@
 """Where base models come from: names and aliases → local directories (the gemma3-270m GGUF
-conversion, the rebuilt tokenizer), one loaded base LLM per process, named LoRA adapters on it,
-and int8 quantization for CPU inference. Only this package knows where weights come from."""
+conversion, the rebuilt tokenizer), one loaded base LLM per process, and named LoRA adapters on
+it. Only this package knows where weights come from; it imports nothing else of fillm_spacy."""

@@ -31,7 +31,9 @@ pipe with spacy-llm's `spacy.Summarization.v1`: that task shards a long doc by i
 and joins one summary per shard (cost and output grow with the doc, where this mode reads a
 bounded lead and writes one line), prompts even empty docs, and its 0.7 parser returns the raw
 responses (its cleaning is computed and dropped); the headline cleaning and the prompt the
-headline adapters are trained on (`build_prompt`) would all have to be replaced anyway.
+headline adapters are trained on (`build_prompt`) would all have to be replaced anyway. That
+prompt and the cleaning live in `fillm_spacy.llm.headline`, which generative fine-tuning
+shares.
 
 Nothing here is Tagalog-specific: any language's text is summarized the same way (write an
 abstractive `prompt` in the language you want, if not the default).
@@ -39,57 +41,27 @@ abstractive `prompt` in the language you want, if not the default).
 This module is imported whenever spaCy builds a pipeline (entry point `spacy_factories`), so it
 imports nothing heavy at module level.
 """
-import re
 from typing import Iterable, Iterator, List, Optional
 
 import numpy as np
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
-MODES = ("lead", "centrality", "abstractive")
-# Latin, Devanagari (danda), Arabic, Urdu and CJK sentence-final marks.
-SENTENCE_END = {".", "!", "?", "…", "...", "?!", "!?", "।", "॥", "؟", "۔", "。", "！", "？"}
-DEFAULT_PROMPT = (
-    "Write a one-sentence headline for the news article below, in the language of the article.\n\n"
-    "Article: {text}\n\n"
-    "Headline:"
+# The headline prompt and its cleanup are shared with generative fine-tuning; `sentences` and
+# `clean_headline` stay importable from here.
+from ..llm.headline import (
+    DEFAULT_MAX_INPUT_PIECES,
+    DEFAULT_MAX_INPUT_SENTENCES,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_SENTENCE_TOKENS,
+    DEFAULT_PROMPT,
+    build_prompt,
+    clean_headline,
+    sentences,
+    truncated_input,
 )
 
-
-def sentences(doc: Doc, max_sentence_tokens: int, max_sentences: Optional[int] = None) -> List[Span]:
-    """The doc's sentences (see the module docstring), each at most `max_sentence_tokens` tokens,
-    whitespace-only sentences left out; stops after `max_sentences` of them."""
-    if doc.has_annotation("SENT_START"):
-        units: Iterable[Span] = doc.sents
-    else:
-        units = _punctuation_sentences(doc)
-    result: List[Span] = []
-    for unit in units:
-        for start in range(unit.start, unit.end, max_sentence_tokens):
-            piece = doc[start : min(start + max_sentence_tokens, unit.end)]
-            if piece.text.strip():
-                result.append(piece)
-                if max_sentences is not None and len(result) >= max_sentences:
-                    return result
-    return result
-
-
-def _punctuation_sentences(doc: Doc) -> Iterator[Span]:
-    """Sentences ending after a sentence-final punctuation token (and any closing quotes or
-    brackets right after it), for docs no component has split."""
-    start = 0
-    i = 0
-    while i < len(doc):
-        if doc[i].text in SENTENCE_END:
-            end = i + 1
-            while end < len(doc) and (doc[end].is_quote or doc[end].is_right_punct) and doc[end].text not in SENTENCE_END:
-                end += 1
-            yield doc[start:end]
-            start = i = end
-            continue
-        i += 1
-    if start < len(doc):
-        yield doc[start:]
+MODES = ("lead", "centrality", "abstractive")
 
 
 def sentence_vectors(sents: List[Span]) -> np.ndarray:
@@ -248,27 +220,17 @@ class Summarizer:
 
     def truncated_input(self, doc: Doc) -> str:
         """The doc text the abstractive prompt gets (the bound is in the module docstring)."""
-        tokenizer = self.generator.llm.tokenizer
-        kept: List[str] = []
-        used = 0
-        for sent in self.input_sentences(doc):
-            text = sent.text.strip()
-            # Counted as the generator encodes the text: a "<eos>" in it is several pieces.
-            n_pieces = len(tokenizer(" " + text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-            if used + n_pieces > self.max_input_pieces:
-                if not kept:
-                    encoding = tokenizer(
-                        text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
-                    )
-                    end_char = encoding["offset_mapping"][self.max_input_pieces - 1][1]
-                    kept.append(text[:end_char])
-                break
-            kept.append(text)
-            used += n_pieces
-        return " ".join(kept)
+        return truncated_input(self.input_sentences(doc), self.generator.llm.tokenizer, self.max_input_pieces)
 
     def build_prompt(self, doc: Doc) -> str:
-        return self.prompt.replace("{text}", self.truncated_input(doc))
+        return build_prompt(
+            doc,
+            self.generator.llm.tokenizer,
+            prompt=self.prompt,
+            max_input_pieces=self.max_input_pieces,
+            max_sentence_tokens=self.max_sentence_tokens,
+            max_input_sentences=self.max_input_sentences,
+        )
 
 
 def warn_if_adapter_was_trained_otherwise(adapter: str, prompt: str, max_input_pieces: int) -> None:
@@ -290,37 +252,19 @@ def warn_if_adapter_was_trained_otherwise(adapter: str, prompt: str, max_input_p
         warnings.warn(f"Adapter '{adapter}' was fine-tuned with other summarizer settings (trained, now): {differences}")
 
 
-_MARKUP = re.compile(r"<[^>]*>|\*\*|__")
-_LIST_MARK = re.compile(r"^(?:[*#>\-•]+|\d+[.)])\s*")
-_LABEL = re.compile(r"^(?:headline|title|summary|article|pamagat|buod|ulo ng balita)\s*:\s*", re.IGNORECASE)
-
-
-def clean_headline(answer: str) -> str:
-    """The first line of a response with something in it, without what base models wrap
-    headlines in: HTML/markdown emphasis, a list or heading mark, a "Headline:" label, quotes."""
-    for line in answer.splitlines():
-        line = _MARKUP.sub("", line).strip()
-        line = _LIST_MARK.sub("", line)
-        line = _LABEL.sub("", line)
-        line = line.strip().strip('"“”\'').strip()
-        if line:
-            return line
-    return ""
-
-
 @Language.factory(
     "fillm_summarizer",
     assigns=["doc._.summary"],
     default_config={
         "mode": "lead",
         "max_sentences": 3,
-        "max_sentence_tokens": 80,
-        "max_input_sentences": 200,
+        "max_sentence_tokens": DEFAULT_MAX_SENTENCE_TOKENS,
+        "max_input_sentences": DEFAULT_MAX_INPUT_SENTENCES,
         "model_name": "gemma3-270m",
         "adapter": None,
         "prompt": DEFAULT_PROMPT,
-        "max_input_pieces": 768,
-        "max_new_tokens": 48,
+        "max_input_pieces": DEFAULT_MAX_INPUT_PIECES,
+        "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
         "chat_format": "auto",
         "batch_size": 4,
         "device": None,

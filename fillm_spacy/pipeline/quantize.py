@@ -1,4 +1,5 @@
-"""Int8 dynamic quantization of the base LLM's linear layers for CPU inference (`bench --int8`)."""
+"""Int8 dynamic quantization of a pipeline's LLM encoders (the base LLM's linear layers) for CPU
+inference (`bench --int8`): a tool on a loaded pipeline, not a component."""
 from typing import Iterator, List
 
 import torch
