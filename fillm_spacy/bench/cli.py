@@ -6,6 +6,7 @@
     python -m fillm_spacy.bench accuracy --pipeline training/tl_fillm_sm/model-best --dev corpus/ud/dev.spacy
     python -m fillm_spacy.bench scale --preset seallm-7b-v2.5 --device cuda --dtype bfloat16
     python -m fillm_spacy.bench annotate --pipeline tl_fillm_sm --texts assets/raw/alt-fil-wikinews.txt
+    python -m fillm_spacy.bench profile --pipeline training/tl_fillm_sm/model-best --texts assets/raw/alt-fil-wikinews.txt
 
 
 Each measurement runs in its own interpreter, so each peak RSS is that of one pipeline loaded once.
@@ -31,6 +32,7 @@ from .measure import (
     measure_train,
     measure_warm_load,
 )
+from .profile import measure_profile
 
 
 def in_subprocess(args: List[str]) -> Dict:
@@ -106,9 +108,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     scale.add_argument("--last-layer", action="append", type=int, default=None, help="layers run (repeat; default all)")
     scale.add_argument("--words-per-batch", type=int, default=1000)
     scale.add_argument("--steps", type=int, default=8)
+    profile = sub.add_parser("profile", help="seconds per component, the LLM layers' pieces, FLOPs and GFLOP/s against the measured matmul peak")
+    profile.add_argument("--pipeline", required=True)
+    profile.add_argument("--texts", default="assets/raw/alt-fil-wikinews.txt")
+    profile.add_argument("--lines", type=int, default=500)
+    profile.add_argument("--precision", default=None, choices=["auto", "float32", "bfloat16"],
+                         help="what the LLM layers compute in (default: the pipeline's own setting)")
+    profile.add_argument("--matmul-size", type=int, default=2048, help="side of the square matmul that measures the peak")
     annotate = sub.add_parser("annotate", help="corpus annotator words/s: local engine and Ray, 1 and 2 workers, scaling ratios")
     add_annotate_arguments(annotate)
-    for p in (pipe, train, enc, acc, scale):
+    for p in (pipe, train, enc, acc, scale, profile):
         p.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -158,6 +167,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         result = run_scale(args)
     elif args.mode == "annotate":
         result = run_annotate_bench(args)
+    elif args.mode == "profile":
+        if args.inline:
+            result = measure_profile(args.pipeline, args.texts, args.lines, args.precision, args.matmul_size)
+        else:
+            precision = ["--precision", args.precision] if args.precision else []
+            result = in_subprocess(["profile", "--pipeline", args.pipeline, "--texts", args.texts, "--lines", str(args.lines),
+                                    "--matmul-size", str(args.matmul_size), *precision])
     else:
         result = measure_encoder(args.model, args.texts, args.lines, args.last_layer, args.lora_r) if args.inline else in_subprocess(
             ["encoder", "--model", args.model, "--texts", args.texts, "--lines", str(args.lines), "--last-layer", str(args.last_layer), "--lora-r", str(args.lora_r)]
