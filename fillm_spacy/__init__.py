@@ -29,12 +29,13 @@ def check_spacy_version(path: Path) -> None:
         )
 
 
-def load(name: str = "tl_fillm_sm", precision: Optional[str] = None, **kwargs):
+def load(name: str = "tl_fillm_sm", precision: Optional[str] = None, compiled: Optional[bool] = None, **kwargs):
     """Load a fillm pipeline, as `calamancy.load(name)` loads a calamanCy one: the name of an
     installed pipeline package (`tl_fillm_sm` or `tl_fillm_lg`, built by `spacy project run
     package`) or a path.
     precision: what the LLM layers compute in ("float32", "bfloat16", "auto"; None: the
         pipeline's own setting); ignored for a pipeline without an LLM encoder.
+    compiled: run the LLM layers torch.compile'd at inference (None: the pipeline's own setting).
     Other keyword arguments go to `spacy.load` (e.g. exclude=["ner"])."""
     import spacy  # imported here so that `import fillm_spacy` stays cheap
     from spacy.util import get_package_path, is_package, load_config
@@ -48,9 +49,10 @@ def load(name: str = "tl_fillm_sm", precision: Optional[str] = None, **kwargs):
         directory = Path(name)
     if directory is not None:
         check_spacy_version(directory)
-    if precision is not None and directory is not None:
+    settings = {key: value for key, value in (("precision", precision), ("compiled", compiled)) if value is not None}
+    if settings and directory is not None:
         encoder = load_config(directory / "config.cfg", interpolate=False)["components"].get("tok2vec", {}).get("model", {})
         if encoder.get("@architectures") == "fillm.LLMEncoder.v1":
-            overrides = {**kwargs.pop("config", {}), "components.tok2vec.model.precision": precision}
+            overrides = {**kwargs.pop("config", {}), **{f"components.tok2vec.model.{k}": v for k, v in settings.items()}}
             return spacy.load(name, config=overrides, **kwargs)
     return spacy.load(name, **kwargs)

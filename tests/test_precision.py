@@ -84,3 +84,36 @@ def test_training_runs_in_float32_whatever_the_precision(tiny_gemma3_dir, docs, 
     train_a, _ = full.begin_update(docs[:3])
     train_b, _ = half.begin_update(docs[:3])
     np.testing.assert_array_equal(np.concatenate(train_a), np.concatenate(train_b))
+
+
+def test_compiled_layers_give_the_eager_features_and_fall_back_with_one_log_line(tiny_gemma3_dir, docs, monkeypatch, caplog):
+    from fillm_spacy.layers import compiled as compiled_layers
+
+    monkeypatch.setattr(compiled_layers, "_STATE", {"failed": False})
+    torch.manual_seed(0)
+    eager = encoder(tiny_gemma3_dir)
+    fast = encoder(tiny_gemma3_dir, compiled=True)
+    fast.from_bytes(eager.to_bytes())
+    expected = np.concatenate(eager.predict(docs))
+    np.testing.assert_allclose(np.concatenate(fast.predict(docs)), expected, atol=1e-4)
+    layers = fast.shims[0]._model.llm.decoder.layers
+    assert all("forward" not in layer.__dict__ for layer in layers)  # the shared base is left as it was
+    assert not compiled_layers.compilation_failed()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C compiler\nsecond line")
+
+    monkeypatch.setattr(compiled_layers.torch, "compile", lambda fn, **kwargs: broken)
+    monkeypatch.setattr(compiled_layers, "_COMPILED", compiled_layers.weakref.WeakKeyDictionary())
+    with caplog.at_level(logging.WARNING, logger="fillm_spacy"):
+        np.testing.assert_allclose(np.concatenate(fast.predict(docs)), expected, atol=1e-4)
+        fast.predict(docs)
+    lines = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
+    assert len(lines) == 1 and "no C compiler" in lines[0] and "second line" not in lines[0]
+    assert all("forward" not in layer.__dict__ for layer in layers)
+
+
+def test_an_encoder_with_lora_never_runs_compiled(tiny_gemma3_dir):
+    model = llm_encoder_v1(model_name=str(tiny_gemma3_dir), width=16, lora_r=4, first_layer=1, last_layer=3,
+                           window=32, stride=24, compiled=True)
+    assert model.shims[0]._model.compiled is False

@@ -78,6 +78,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     pipe.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization of the LLM")
     pipe.add_argument("--precision", default=None, choices=["auto", "float32", "bfloat16"],
                       help="what the LLM layers compute in (default: each pipeline's own setting)")
+    pipe.add_argument("--compiled", action="store_true", help="run the LLM layers torch.compile'd")
     pipe.add_argument("--cold-cache", action="store_true", help="also time a load with an empty model cache")
     pipe.add_argument("--warm-load", action="store_true", help=argparse.SUPPRESS)  # the second-load measurement
     train = sub.add_parser("train", help="seconds per 1,000 training words and peak RSS")
@@ -126,11 +127,13 @@ def main(argv: Optional[List[str]] = None) -> None:
             result = measure_warm_load(args.pipeline[0])
         elif args.inline:
             result = measure_pipe(args.pipeline[0], args.texts, args.lines, args.batch_size, args.n_process, args.int8,
-                                  args.precision)
+                                  args.precision, args.compiled or None)
         else:
             common = ["--texts", args.texts, "--lines", str(args.lines), "--n-process", str(args.n_process)]
             if args.precision:
                 common += ["--precision", args.precision]
+            if args.compiled:
+                common += ["--compiled"]
             if args.batch_size:
                 common += ["--batch-size", str(args.batch_size)]
             runs = [in_subprocess(["pipe", "--pipeline", p, *common]) for p in args.pipeline]

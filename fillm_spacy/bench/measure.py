@@ -65,23 +65,24 @@ def directory_mb(path: Path) -> float:
 
 
 def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optional[int], n_process: int, int8: bool,
-                 precision: Optional[str] = None) -> Dict:
+                 precision: Optional[str] = None, compiled: Optional[bool] = None) -> Dict:
     """Words per second of nlp.pipe, load time and peak RSS of one loaded pipeline, in this process.
 
     batch_size None: the pipeline's own `nlp.batch_size` (what `nlp.pipe` uses by default).
     precision None: the pipeline's own setting (see fillm_spacy.load).
     """
     from .. import load
-    from ..pipeline.quantize import quantize_for_inference
+    from ..pipeline.quantize import llm_encoder_modules, quantize_for_inference
 
     texts = first_lines(Path(texts_path), n_lines)
     start = time.perf_counter()
-    nlp = load(pipeline, precision=precision)
+    nlp = load(pipeline, precision=precision, compiled=compiled)
     load_s = time.perf_counter() - start
     if int8:
         quantize_for_inference(nlp)
     batch_size = batch_size or nlp.batch_size
-    list(nlp.pipe(texts[:8], batch_size=batch_size))  # first-call costs (allocations) out of the timing
+    # First-call costs (allocations; compilation, which covers every window length at once) out of the timing.
+    list(nlp.pipe(texts[:8], batch_size=batch_size))
     start = time.perf_counter()
     n_words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size, n_process=n_process))
     seconds = time.perf_counter() - start
@@ -89,6 +90,7 @@ def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optio
         "pipeline": pipeline,
         "int8": int8,
         "precision": encoder_precision(nlp, int8),
+        "compiled": any(module.compiled for module in llm_encoder_modules(nlp)),
         **machine(),
         "n_process": n_process,
         "batch_size": batch_size,

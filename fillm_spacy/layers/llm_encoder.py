@@ -49,6 +49,7 @@ def build_llm_encoder(
     prefix_cache_mb: int,
     final_norm: bool,
     precision: str = "float32",
+    compiled: bool = False,
 ) -> Model[List[Doc], List[Floats2d]]:
     """The thinc model wrapping `LLMEncoderModule` (validated arguments, see the registry)."""
     n_layers = llm.config.num_hidden_layers
@@ -112,6 +113,7 @@ def build_llm_encoder(
         lora_settings=lora_settings,
         final_norm=final_norm,
         precision=precision,
+        compiled=compiled,
     )
     return Model(
         "llm_encoder",
@@ -161,6 +163,7 @@ def llm_encoder_v1(
     final_norm: bool = False,
     dtype: str = "float32",
     precision: str = "float32",
+    compiled: bool = False,
     features: Optional[Model[List[Doc], List[Floats2d]]] = None,
     features_into_contextualizer: bool = False,
     contextualizer_skip: bool = False,
@@ -196,6 +199,8 @@ def llm_encoder_v1(
         "float32", "bfloat16" (autocast; falls back to float32 with one log line where the
         device has no fast bfloat16), or "auto" (bfloat16 exactly where it is fast: CPUs with
         AVX512-BF16 or AMX, GPUs that support it). See layers/precision.py.
+    compiled: at inference, run the LLM layers torch.compile'd (the first documents pay the
+        compilation; frozen encoders only; falls back with one log line). See layers/compiled.py.
     features: optional extra token features (e.g. spaCy's MultiHashEmbed + MaxoutWindowEncoder)
         concatenated with the LLM features: Tagalog affixes and reduplication live in characters.
     features_into_contextualizer: False: the BiLSTM reads the LLM states and `features` join its
@@ -243,6 +248,7 @@ def llm_encoder_v1(
         prefix_cache_mb=prefix_cache_mb,
         final_norm=final_norm,
         precision=precision,
+        compiled=compiled,
     )
     if features is None:
         return encoder

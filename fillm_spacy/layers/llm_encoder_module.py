@@ -21,6 +21,7 @@ from ..models.adapters import active_adapter
 from ..models.loading import BaseLLM
 from .bilstm import PackedBiLSTM
 from .encoder_batch import EncoderBatch
+from .compiled import compilation_failed, compiled_forwards, give_up
 from .precision import inference_dtype
 from .scalar_mix import ScalarMix
 
@@ -82,6 +83,7 @@ class LLMEncoderModule(torch.nn.Module):
         lora_settings: Optional[dict] = None,
         final_norm: bool = False,
         precision: str = "float32",
+        compiled: bool = False,
     ):
         super().__init__()
         self.llm = llm
@@ -104,10 +106,13 @@ class LLMEncoderModule(torch.nn.Module):
             prefix_cache_mb=prefix_cache_mb,
             final_norm=final_norm,
             precision=precision,
+            compiled=compiled,
         )
         self.final_norm = final_norm
         inference_dtype(precision, torch.device("cpu"))  # an unknown name fails here, not at the first doc
         self.precision = precision
+        # Compiled layers only where the graph cannot miss an adapter switch (see layers/compiled.py).
+        self.compiled = compiled and adapter_name is None
         self.base = llm.model  # a submodule so train()/eval() reach the LoRA dropout
         hidden = llm.config.hidden_size
         self.mix = ScalarMix(len(self.mixed_layers), hidden)
@@ -185,8 +190,15 @@ class LLMEncoderModule(torch.nn.Module):
         else:
             input_ids, mask = self.pad(windows, device)
             dtype = None if self.training else inference_dtype(self.precision, torch.device(device))
+            compiled = self.compiled and not self.training and not compilation_failed()
             with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
-                states = self.run_layers(0, self.last_layer, mask, input_ids=input_ids)
+                try:
+                    states = self.run_layers(0, self.last_layer, mask, input_ids=input_ids, compiled=compiled)
+                except Exception as error:  # inductor's own failures (no compiler, an unsupported op)
+                    if not compiled:
+                        raise
+                    give_up(error)
+                    states = self.run_layers(0, self.last_layer, mask, input_ids=input_ids)
             if dtype is not None:  # the encoder's own modules read float32, as in training
                 states = {layer: state.float() for layer, state in states.items()}
         if self.final_norm:  # after the cache, which keeps the layers' own outputs
@@ -250,9 +262,11 @@ class LLMEncoderModule(torch.nn.Module):
         mask: torch.Tensor,
         input_ids: Optional[torch.Tensor] = None,
         hidden: Optional[torch.Tensor] = None,
+        compiled: bool = False,
     ) -> Dict[int, torch.Tensor]:
         """Outputs of decoder layers start+1..stop (and the input state `start`), each the
-        layer's own output: from piece ids when start = 0, else from the state `hidden` = h_start."""
+        layer's own output: from piece ids when start = 0, else from the state `hidden` = h_start.
+        compiled: run the layers' torch.compile'd forwards (inference of a frozen encoder)."""
         decoder = self.llm.decoder
         kwargs = {"input_ids": input_ids}
         with contextlib.ExitStack() as stack:
@@ -264,6 +278,8 @@ class LLMEncoderModule(torch.nn.Module):
                 kwargs = {"inputs_embeds": hidden}
                 hook = decoder.layers[start].register_forward_pre_hook(lambda _, args: (hidden,) + args[1:])
                 stack.callback(hook.remove)
+            if compiled:
+                stack.enter_context(compiled_forwards(decoder.layers[start:stop]))
             stack.enter_context(layers_only(decoder, start, stop))
             # The base is shared: another component's train()/eval() may have set its mode (LoRA
             # dropout) since this module's was set; this forward runs in this module's mode.
