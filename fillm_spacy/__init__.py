@@ -53,6 +53,13 @@ def load(name: str = "tl_fillm_sm", precision: Optional[str] = None, compiled: O
     if settings and directory is not None:
         encoder = load_config(directory / "config.cfg", interpolate=False)["components"].get("tok2vec", {}).get("model", {})
         if encoder.get("@architectures") == "fillm.LLMEncoder.v1":
-            overrides = {**kwargs.pop("config", {}), **{f"components.tok2vec.model.{k}": v for k, v in settings.items()}}
-            return spacy.load(name, config=overrides, **kwargs)
-    return spacy.load(name, **kwargs)
+            kwargs["config"] = {**kwargs.get("config", {}), **{f"components.tok2vec.model.{k}": v for k, v in settings.items()}}
+    try:
+        return spacy.load(name, **kwargs)
+    except ValueError as error:
+        if "mismatched structure" not in str(error):
+            raise
+        raise IncompatiblePipeline(
+            f"The pipeline {name} holds weights for another model structure than its config builds with this "
+            "fillm_spacy (pipelines saved before the packed BiLSTM are such): re-train it with this version."
+        ) from None

@@ -137,3 +137,16 @@ def test_annotations_do_not_depend_on_the_batch(shipped_nlp):
     for i, (doc, ref) in enumerate(zip(singles, reference)):
         assert annotations(doc) == annotations(ref), f"nlp(text), document {i}: {texts[i]!r}"
         np.testing.assert_allclose(doc.tensor, ref.tensor, atol=1e-5)
+
+
+def test_a_pipeline_saved_with_the_padded_bilstm_is_a_one_line_error(tiny_gemma3_dir, tmp_path, monkeypatch):
+    import fillm_spacy
+    from fillm_spacy import IncompatiblePipeline
+    from fillm_spacy.layers import bilstm
+
+    with monkeypatch.context() as patch:  # the layer the configs built before the packed BiLSTM
+        patch.setattr(bilstm, "packed_bilstm", lambda width, n_in, depth, dropout: PyTorchLSTM(width, n_in, bi=True, depth=depth, dropout=dropout))
+        path = save_tiny_tl_fillm(tiny_gemma3_dir, tmp_path / "padded")
+    with pytest.raises(IncompatiblePipeline, match="re-train it with this version") as error:
+        fillm_spacy.load(str(path))
+    assert "\n" not in str(error.value)
