@@ -26,35 +26,24 @@ def machine() -> Dict:
 
     import torch
 
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
-    return {"cpu": name, "cpu_flags": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
+    from ..layers.precision import cpu_info
+
+    name, flags = cpu_info()
+    return {"cpu": name or platform.processor() or platform.machine(), "cpu_flags": [f for f in CPU_FLAGS if f in flags],
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
 
 
 def encoder_precision(nlp, int8: bool) -> str:
     """What the pipeline's LLM layers compute in at inference: "int8" after dynamic quantization,
     else the autocast dtype its precision setting chose on this machine, else the weights' dtype;
     "none" for a pipeline without an LLM encoder."""
-    import torch
-
     from ..layers.precision import inference_dtype
     from ..pipeline.quantize import llm_encoder_modules
 
     found = set()
     for module in llm_encoder_modules(nlp):
-        device = next(module.llm.decoder.parameters()).device
-        dtype = inference_dtype(module.precision, device) or next(module.llm.decoder.parameters()).dtype
-        found.add(str(dtype).replace("torch.", ""))
+        weight = next(module.llm.decoder.parameters())
+        found.add(str(inference_dtype(module.precision, weight.device) or weight.dtype).replace("torch.", ""))
     if not found:
         return "none"
     return "int8" if int8 else "+".join(sorted(found))

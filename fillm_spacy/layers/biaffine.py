@@ -17,6 +17,8 @@ from spacy.tokens import Doc
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
 from thinc.types import Floats2d, Floats3d
 
+from .weights import module_to_bytes, tensors_from_bytes
+
 # Score cells computed per padded group of sentences (group size × (longest + 1)²): bounds the
 # memory of the label tensor when one long sentence shares a batch with many short ones.
 MAX_GROUP_CELLS = 1 << 18
@@ -200,7 +202,7 @@ def biaffine_parser_v1(
         module,
         convert_inputs=_tokens_to_torch,
         convert_outputs=_scores_to_arrays,
-        serialize_model=_serialize_safetensors,
+        serialize_model=module_to_bytes,
         deserialize_model=_deserialize_resizing_labels,
     )
     return Model(
@@ -292,21 +294,12 @@ def _scores_to_arrays(model: Model, inputs_outputs, is_train: bool):
     return (arc_arrays, label_arrays), get_d_outputs
 
 
-def _serialize_safetensors(module: BiaffineDependencyModel) -> bytes:
-    """The weights as safetensors: loading them reads tensors only, where torch.save's pickle
-    could run code from a tampered pipeline."""
-    from safetensors.torch import save
-
-    return save({name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()})
-
-
 def _load_state(state_bytes: bytes, device) -> dict:
     from safetensors import SafetensorError
-    from safetensors.torch import load
 
     if _looks_like_safetensors(state_bytes):
         try:
-            return {name: tensor.to(device) for name, tensor in load(state_bytes).items()}
+            return {name: tensor.to(device) for name, tensor in tensors_from_bytes(state_bytes).items()}
         except SafetensorError as error:
             raise ValueError(
                 f"The biaffine parser's weights are damaged safetensors ({error}): re-train the parser."

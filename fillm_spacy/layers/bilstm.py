@@ -11,6 +11,8 @@ import torch
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
 from thinc.types import Floats2d
 
+from .weights import module_to_bytes, tensors_from_bytes
+
 
 class PackedBiLSTM(torch.nn.Module):
     """Concatenated token rows of several documents → the BiLSTM's output rows, each document
@@ -47,7 +49,7 @@ def packed_bilstm(width: int, n_in: int, depth: int = 1, dropout: float = 0.0) -
         PackedBiLSTM(n_in, width, depth, dropout),
         convert_inputs=arrays_to_rows,
         convert_outputs=rows_to_arrays,
-        serialize_model=state_to_safetensors,
+        serialize_model=module_to_bytes,
         deserialize_model=state_from_safetensors,
     )
     model.set_dim("nI", n_in)
@@ -81,17 +83,9 @@ def rows_to_arrays(model: Model, inputs_outputs, is_train: bool):
     return result, backprop
 
 
-def state_to_safetensors(module: torch.nn.Module) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
-
-
 def state_from_safetensors(module: torch.nn.Module, data: bytes, device: "torch.device") -> torch.nn.Module:
-    from safetensors.torch import load
-
     try:
-        state = load(data)
+        state = tensors_from_bytes(data)
     except Exception as err:
         raise ValueError(
             "The BiLSTM's saved weights are not safetensors (a pipeline saved before the packed BiLSTM, "

@@ -12,6 +12,7 @@ from thinc.api import PyTorchShim, torch2xp, xp2torch
 from ..models.adapters import adapter_parameters, add_lora_adapter, new_adapter_name
 from ..models.loading import check_fingerprint
 from .llm_encoder_module import LLMEncoderModule
+from .weights import tensors_from_bytes, tensors_to_bytes
 
 # Version of what to_bytes writes. 2: features are the layers' own outputs; files written before
 # (no "format") were trained on HF's final norm over the last layer run, so they are refused.
@@ -140,15 +141,3 @@ class LLMShim(PyTorchShim):
         if missing or unexpected:
             raise ValueError(f"The saved LLM encoder does not match its config: missing {missing}, unexpected {unexpected}")
         return self
-
-
-def tensors_to_bytes(tensors: dict) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.contiguous() for k, v in tensors.items()}) if tensors else b""
-
-
-def tensors_from_bytes(data: bytes) -> dict:
-    from safetensors.torch import load
-
-    return load(data) if data else {}

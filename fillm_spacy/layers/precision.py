@@ -10,7 +10,7 @@ outputs go back to float32 before the encoder's own modules.
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import FrozenSet, Optional, Tuple
 
 import torch
 
@@ -22,13 +22,24 @@ logger = logging.getLogger("fillm_spacy")
 
 
 @lru_cache(maxsize=None)
-def cpu_has_fast_bf16() -> bool:
+def cpu_info() -> Tuple[str, FrozenSet[str]]:
+    """The first CPU's model name and flags from Linux /proc/cpuinfo ("", no flags elsewhere)."""
+    name, flags = "", frozenset()
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
+        return name, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not name:
+            name = value.strip()
+        elif key.strip() == "flags":
+            return name, frozenset(value.split())
+    return name, flags
+
+
+def cpu_has_fast_bf16() -> bool:
+    return any(flag in cpu_info()[1] for flag in BF16_CPU_FLAGS)
 
 
 def device_has_fast_bf16(device: torch.device) -> bool:
