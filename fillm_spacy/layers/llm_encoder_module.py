@@ -22,7 +22,7 @@ from ..models.loading import BaseLLM
 from .bilstm import PackedBiLSTM
 from .encoder_batch import EncoderBatch
 from .compiled import compilation_failed, compiled_forwards, give_up
-from .precision import inference_dtype
+from .precision import check_precision, inference_dtype
 from .scalar_mix import ScalarMix
 
 ATTENTION = ("causal", "bidirectional")
@@ -109,7 +109,7 @@ class LLMEncoderModule(torch.nn.Module):
             compiled=compiled,
         )
         self.final_norm = final_norm
-        inference_dtype(precision, torch.device("cpu"))  # an unknown name fails here, not at the first doc
+        check_precision(precision)  # an unknown name fails here, not at the first doc
         self.precision = precision
         # Compiled layers only where the graph cannot miss an adapter switch (see layers/compiled.py).
         self.compiled = compiled and adapter_name is None

@@ -51,11 +51,15 @@ def device_has_fast_bf16(device: torch.device) -> bool:
 _FELL_BACK = set()
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
 def inference_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for `precision` on `device`, None for plain float32. "bfloat16" on a
     device without fast bfloat16 falls back to float32 with one log line (it would run slower)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     if precision == "float32" or device.type not in ("cpu", "cuda"):
         return None
     if device_has_fast_bf16(device):
