@@ -150,25 +150,31 @@ class LLMEncoderModule(torch.nn.Module):
             tokens = self.contextualizer(tokens, batch.doc_lengths)
         return self.projection(tokens)
 
-    def token_states(self, batch: EncoderBatch) -> torch.Tensor:
-        """One mixed LLM state per token (docs concatenated), before the BiLSTM."""
+    def token_states(self, batch: EncoderBatch, mix: bool = True) -> torch.Tensor:
+        """One mixed LLM state per token (docs concatenated), before the BiLSTM: (tokens, hidden).
+        mix False: each mixed layer's own state instead, (tokens, len(mixed_layers), hidden)."""
         device = self.projection.weight.device
         n_tokens = sum(batch.doc_lengths)
+        hidden = self.llm.config.hidden_size
+        shape = (hidden,) if mix else (len(self.mixed_layers), hidden)
         if n_tokens == 0:
-            return torch.zeros((0, self.llm.config.hidden_size), device=device)
-        mixed = self.encode_windows(batch.windows, device)
-        pieces = mixed[batch.kept_rows.to(device)]
-        weighted = pieces[batch.pool_pieces.to(device)] * batch.pool_weights.to(device)[:, None]
-        tokens = torch.zeros((n_tokens, pieces.shape[1]), dtype=pieces.dtype, device=device)
+            return torch.zeros((0, *shape), device=device)
+        states = self.encode_windows(batch.windows, device, mix)
+        pieces = states[batch.kept_rows.to(device)]
+        weights = batch.pool_weights.to(device).reshape(-1, *([1] * len(shape)))
+        weighted = pieces[batch.pool_pieces.to(device)] * weights
+        tokens = torch.zeros((n_tokens, *shape), dtype=pieces.dtype, device=device)
         return tokens.index_add(0, batch.pool_tokens.to(device), weighted)
 
-    def encode_windows(self, windows: List[np.ndarray], device) -> torch.Tensor:
-        """Mixed hidden states of every window position, windows stacked in input order."""
+    def encode_windows(self, windows: List[np.ndarray], device, mix: bool = True) -> torch.Tensor:
+        """Hidden states of every window position, windows stacked in input order: mixed, or
+        (mix False) the mixed layers' own, stacked on a second axis."""
         if not windows:
-            return torch.zeros((0, self.llm.config.hidden_size), device=device)
+            hidden = self.llm.config.hidden_size
+            return torch.zeros((0, hidden) if mix else (0, len(self.mixed_layers), hidden), device=device)
         outputs: List[Optional[torch.Tensor]] = [None] * len(windows)
         for group in self.length_groups(windows):
-            for index, output in zip(group, self.encode_group([windows[i] for i in group], device)):
+            for index, output in zip(group, self.encode_group([windows[i] for i in group], device, mix)):
                 outputs[index] = output
         return torch.cat(outputs)
 
@@ -184,7 +190,7 @@ class LLMEncoderModule(torch.nn.Module):
                 groups.append([index])
         return groups
 
-    def encode_group(self, windows: List[np.ndarray], device) -> List[torch.Tensor]:
+    def encode_group(self, windows: List[np.ndarray], device, mix: bool = True) -> List[torch.Tensor]:
         if self.training and self.frozen_prefix > 0 and self.prefix_cache.max_bytes > 0:
             states = self.layer_states_with_prefix_cache(windows, device)
         else:
@@ -203,7 +209,8 @@ class LLMEncoderModule(torch.nn.Module):
                 states = {layer: state.float() for layer, state in states.items()}
         if self.final_norm:  # after the cache, which keeps the layers' own outputs
             states = {**states, self.last_layer: self.llm.decoder.norm(states[self.last_layer])}
-        mixed = self.mix([states[layer] for layer in self.mixed_layers])
+        chosen = [states[layer] for layer in self.mixed_layers]
+        mixed = self.mix(chosen) if mix else torch.stack(chosen, dim=2)
         return [mixed[row, : len(window)] for row, window in enumerate(windows)]
 
     def layer_states_with_prefix_cache(self, windows: List[np.ndarray], device) -> Dict[int, torch.Tensor]:
@@ -248,12 +255,7 @@ class LLMEncoderModule(torch.nn.Module):
 
     def attention_mask(self, mask: torch.Tensor):
         """What the decoder takes as `attention_mask` for this encoder's attention."""
-        if self.attention == "causal":
-            return mask
-        visible = mask.bool()[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
-        if self.llm.config.model_type == "gemma":  # Gemma 1 (SeaLLM) takes one mask for all layers
-            return visible
-        return {"full_attention": visible, "sliding_attention": visible}
+        return decoder_attention_mask(self.llm.config.model_type, mask, self.attention)
 
     def run_layers(
         self,
@@ -292,6 +294,18 @@ class LLMEncoderModule(torch.nn.Module):
             outputs[start] = hidden  # what the model recorded as its input is the scaled copy
         return outputs
 
+
+
+def decoder_attention_mask(model_type: str, mask: torch.Tensor, attention: str):
+    """What a decoder of `model_type` takes as `attention_mask` for right-padded rows (`mask`:
+    1 over pieces, 0 over padding): the padding mask itself for causal attention; for
+    bidirectional attention, a 4-D mask that lets every piece see every piece of its row."""
+    if attention == "causal":
+        return mask
+    visible = mask.bool()[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
+    if model_type == "gemma":  # Gemma 1 (SeaLLM) takes one mask for all layers
+        return visible
+    return {"full_attention": visible, "sliding_attention": visible}
 
 @contextlib.contextmanager
 def layers_only(decoder: torch.nn.Module, start: int, stop: int):

@@ -1,7 +1,10 @@
 """Named LoRA adapters on the shared base model (peft), one per use."""
 import contextlib
 import itertools
-from typing import Iterator, List, Optional, Sequence
+import json
+import shutil
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from .loading import BaseLLM
 
@@ -92,3 +95,104 @@ def adapter_parameters(llm: BaseLLM, adapter_name: str):
     the decoder's layer list, which would renumber the names)."""
     with llm.lock:
         return [(n, p) for n, p in llm.model.named_parameters() if f".{adapter_name}." in n]
+
+
+# A Tagalog-adapted base (fillm_spacy.adapt) is a LoRA adapter in peft's own directory layout,
+# plus what fillm needs to use it correctly.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_META = "fillm_adapter.json"
+
+
+class AdapterNotFound(OSError):
+    """A language adapter directory is missing or unreadable."""
+
+
+def adapter_state(llm: BaseLLM, adapter_name: str) -> dict:
+    """The adapter's weights under peft's saved names (no adapter name in them)."""
+    from peft import get_peft_model_state_dict
+
+    with llm.lock:
+        state = get_peft_model_state_dict(llm.peft_model, adapter_name=adapter_name)
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+
+
+def adapter_config(llm: BaseLLM, adapter_name: str) -> dict:
+    """The adapter's LoraConfig as a JSON-ready dict."""
+    config = llm.peft_model.peft_config[adapter_name].to_dict()
+    return json.loads(json.dumps(config, default=lambda value: sorted(value) if isinstance(value, set) else str(value)))
+
+
+def restore_adapter(llm: BaseLLM, adapter_name: str, config: dict, state: dict, trainable: bool = False) -> None:
+    """Add `adapter_name` to `llm` from a saved LoraConfig dict and weights (peft's names)."""
+    from peft import LoraConfig, set_peft_model_state_dict
+
+    fields = {k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__}
+    fields.pop("base_model_name_or_path", None)
+    lora = LoraConfig(**fields)
+    with llm.lock:
+        if llm.peft_model is None:
+            from peft import get_peft_model
+
+            llm.peft_model = get_peft_model(llm.model, lora, adapter_name=adapter_name)
+        else:
+            llm.peft_model.add_adapter(adapter_name, lora)
+        result = set_peft_model_state_dict(llm.peft_model, state, adapter_name=adapter_name)
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        ours = [name for name, _ in llm.model.named_parameters() if f".{adapter_name}." in name]
+        if unexpected or len(ours) != len(state):
+            raise ValueError(
+                f"The saved adapter's weights do not fit its config ({len(state)} tensors for {len(ours)} "
+                f"parameters; unexpected {unexpected[:3]}): the adapter files are corrupt or mismatched."
+            )
+        set_trainable(llm, adapter_name, trainable)
+
+
+def save_adapter(llm: BaseLLM, adapter_name: str, directory: Path, meta: dict) -> None:
+    """Write `adapter_name` in peft's layout (adapter_config.json, adapter_model.safetensors)
+    with `meta` and the base model's fingerprint in fillm_adapter.json; all or nothing."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    (partial / ADAPTER_CONFIG).write_text(json.dumps(adapter_config(llm, adapter_name), indent=2) + "\n")
+    save_file(adapter_state(llm, adapter_name), str(partial / ADAPTER_WEIGHTS))
+    full_meta = {**meta, "fingerprint": llm.fingerprint}
+    (partial / ADAPTER_META).write_text(json.dumps(full_meta, indent=2) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
+
+
+def read_adapter(directory: Path) -> Tuple[dict, dict, dict]:
+    """(LoraConfig dict, weights, meta) of an adapter directory written by `save_adapter`;
+    a missing or corrupt directory is one AdapterNotFound line saying what to do."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    hint = "Point language_adapter at a directory written by `python -m fillm_spacy.adapt train`."
+    missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_META) if not (directory / name).is_file()]
+    if missing:
+        raise AdapterNotFound(f"Language adapter '{directory}' lacks {', '.join(missing)}. {hint}")
+    try:
+        config = json.loads((directory / ADAPTER_CONFIG).read_text())
+        meta = json.loads((directory / ADAPTER_META).read_text())
+        state = load_file(str(directory / ADAPTER_WEIGHTS))
+    except Exception as error:
+        raise AdapterNotFound(f"Language adapter '{directory}' is unreadable ({type(error).__name__}: {error}). {hint}")
+    if not isinstance(config, dict) or not isinstance(meta, dict) or config.get("peft_type") != "LORA":
+        raise AdapterNotFound(f"Language adapter '{directory}' is not a LoRA adapter. {hint}")
+    return config, state, meta
+
+
+def load_language_adapter(llm: BaseLLM, directory: Path) -> Tuple[str, dict]:
+    """Add the language adapter saved in `directory` to `llm`, frozen, under a new name;
+    (that name, its meta). Refuses an adapter trained on another base model."""
+    from .loading import check_fingerprint
+
+    config, state, meta = read_adapter(directory)
+    check_fingerprint(meta.get("fingerprint", {}), llm, f"Language adapter '{directory}'")
+    name = new_adapter_name("language")
+    restore_adapter(llm, name, config, state, trainable=False)
+    return name, meta
