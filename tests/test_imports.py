@@ -28,6 +28,7 @@ RANK = {
     # Tools on top of the library; the library never imports them.
     "evaluation": 5,
     "workflow": 5,
+    "adapt": 5,  # language adaptation of the base LLM: layers/, models/
     "annotate": 6,
     "bench": 7,  # `bench annotate` runs the annotator
 }

@@ -154,7 +154,7 @@ def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, o
         mean = loss / max(n, 1)
         if not torch.isfinite(mean):
             raise FloatingPointError(
-                f"The {settings.objective} loss is {float(mean)} at step {step}: lower --learning-rate "
+                f"The {settings.objective} loss is {float(mean.detach())} at step {step}: lower --learning-rate "
                 f"(now {settings.learning_rate}) or use --precision float32."
             )
         mean.backward()

@@ -6,6 +6,7 @@ docs ─► encoder_batch.docs_to_batch ─► LLMShim(LLMEncoderModule) ─► 
 Only the adapter and the encoder's own small modules train; base weights stay frozen and are
 never serialized: a saved pipeline refers to its base model by name (and fingerprint).
 """
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
@@ -14,7 +15,7 @@ from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d
 
-from ..models.adapters import add_lora_adapter, new_adapter_name
+from ..models.adapters import LanguageAdapter, add_lora_adapter, load_language_adapter, new_adapter_name
 from ..models.loading import BaseLLM
 from .encoder_batch import POOLING, docs_to_batch
 from .llm_encoder_module import ATTENTION, BIDIRECTIONAL_MODEL_TYPES, LLMEncoderModule
@@ -50,6 +51,7 @@ def build_llm_encoder(
     final_norm: bool,
     precision: str = "float32",
     compiled: bool = False,
+    language_adapter: str = "",
 ) -> Model[List[Doc], List[Floats2d]]:
     """The thinc model wrapping `LLMEncoderModule` (validated arguments, see the registry)."""
     n_layers = llm.config.num_hidden_layers
@@ -84,6 +86,19 @@ def build_llm_encoder(
     max_window = getattr(llm.config, "max_position_embeddings", window + 1) - 1
     if window > max_window:
         raise ValueError(f"window={window} is longer than the base model's context ({max_window} pieces)")
+    language = None
+    if language_adapter:
+        if lora_r > 0:
+            raise ValueError(
+                "An encoder with a language adapter keeps the LLM frozen: set lora_r = 0 (a task LoRA "
+                "on top of a language adapter is not supported)."
+            )
+        language = LanguageAdapter(str(language_adapter))
+        # Where the directory is absent (a trained pipeline loaded elsewhere), the pipeline's own
+        # saved weights supply the adapter (LLMShim.from_bytes).
+        if Path(language_adapter).exists():
+            language.name, language.meta = load_language_adapter(llm, Path(language_adapter))
+            language.check_attention(attention)
     adapter_name = lora_settings = None
     frozen_prefix = last_layer
     if lora_r > 0 and last_layer > 0:
@@ -114,6 +129,7 @@ def build_llm_encoder(
         final_norm=final_norm,
         precision=precision,
         compiled=compiled,
+        language_adapter=language,
     )
     return Model(
         "llm_encoder",
@@ -164,6 +180,7 @@ def llm_encoder_v1(
     dtype: str = "float32",
     precision: str = "float32",
     compiled: bool = False,
+    language_adapter: str = "",
     features: Optional[Model[List[Doc], List[Floats2d]]] = None,
     features_into_contextualizer: bool = False,
     contextualizer_skip: bool = False,
@@ -201,6 +218,10 @@ def llm_encoder_v1(
         AVX512-BF16 or AMX, GPUs that support it). See layers/precision.py.
     compiled: at inference, run the LLM layers torch.compile'd (the first documents pay the
         compilation; frozen encoders only; falls back with one log line). See layers/compiled.py.
+    language_adapter: "" or a directory written by `python -m fillm_spacy.adapt train`: the LLM
+        runs with that Tagalog adapter, frozen (lora_r must be 0; attention as the adapter was
+        trained). The adapter's weights are saved inside the pipeline, so a trained pipeline
+        loads where the directory does not exist.
     features: optional extra token features (e.g. spaCy's MultiHashEmbed + MaxoutWindowEncoder)
         concatenated with the LLM features: Tagalog affixes and reduplication live in characters.
     features_into_contextualizer: False: the BiLSTM reads the LLM states and `features` join its
@@ -249,6 +270,7 @@ def llm_encoder_v1(
         final_norm=final_norm,
         precision=precision,
         compiled=compiled,
+        language_adapter=language_adapter,
     )
     if features is None:
         return encoder

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..models.adapters import active_adapter
+from ..models.adapters import AdapterNotFound, LanguageAdapter, active_adapter
 from ..models.loading import BaseLLM
 from .bilstm import PackedBiLSTM
 from .encoder_batch import EncoderBatch
@@ -84,10 +84,17 @@ class LLMEncoderModule(torch.nn.Module):
         final_norm: bool = False,
         precision: str = "float32",
         compiled: bool = False,
+        language_adapter: Optional[LanguageAdapter] = None,
     ):
         super().__init__()
         self.llm = llm
         self.adapter_name = adapter_name
+        if language_adapter is not None and adapter_name is not None:
+            raise ValueError(
+                "An encoder with a language adapter keeps the LLM frozen: set lora_r = 0 (a task LoRA "
+                "on top of a language adapter is not supported)."
+            )
+        self.language_adapter = language_adapter
         self.lora_settings = lora_settings  # how the adapter was made: a copy adds one like it
         self.mixed_layers = sorted(mixed_layers)
         self.last_layer = self.mixed_layers[-1]
@@ -107,12 +114,13 @@ class LLMEncoderModule(torch.nn.Module):
             final_norm=final_norm,
             precision=precision,
             compiled=compiled,
+            language_adapter=language_adapter,
         )
         self.final_norm = final_norm
         check_precision(precision)  # an unknown name fails here, not at the first doc
         self.precision = precision
         # Compiled layers only where the graph cannot miss an adapter switch (see layers/compiled.py).
-        self.compiled = compiled and adapter_name is None
+        self.compiled = compiled and adapter_name is None and language_adapter is None
         self.base = llm.model  # a submodule so train()/eval() reach the LoRA dropout
         hidden = llm.config.hidden_size
         self.mix = ScalarMix(len(self.mixed_layers), hidden)
@@ -124,6 +132,18 @@ class LLMEncoderModule(torch.nn.Module):
             self.contextualizer = None
             features = hidden
         self.projection = torch.nn.Linear(features, width)
+
+    @property
+    def active_adapter_name(self) -> Optional[str]:
+        """The adapter the LLM runs with: the encoder's own LoRA, its language adapter, or none."""
+        if self.language_adapter is None:
+            return self.adapter_name
+        if self.language_adapter.name is None:
+            raise AdapterNotFound(
+                f"Language adapter '{self.language_adapter.path}' was never loaded: the directory does not "
+                "exist here and no saved pipeline supplied its weights. Point language_adapter at the directory."
+            )
+        return self.language_adapter.name
 
     def train(self, mode: bool = True):
         """As torch's, under the shared base model's lock: the recursion reaches the base (its
@@ -272,7 +292,7 @@ class LLMEncoderModule(torch.nn.Module):
         decoder = self.llm.decoder
         kwargs = {"input_ids": input_ids}
         with contextlib.ExitStack() as stack:
-            stack.enter_context(active_adapter(self.llm, self.adapter_name))
+            stack.enter_context(active_adapter(self.llm, self.active_adapter_name))
             if start > 0:
                 # `hidden` goes in as inputs_embeds (for the shapes and the masks), but a model may
                 # scale those (Gemma 1 multiplies them by sqrt(hidden), which is not exact in

@@ -9,7 +9,14 @@ import srsly
 import torch
 from thinc.api import PyTorchShim, torch2xp, xp2torch
 
-from ..models.adapters import adapter_parameters, add_lora_adapter, new_adapter_name
+from ..models.adapters import (
+    adapter_config,
+    adapter_parameters,
+    adapter_state,
+    add_lora_adapter,
+    new_adapter_name,
+    restore_adapter,
+)
 from ..models.loading import check_fingerprint
 from .llm_encoder_module import LLMEncoderModule
 from .weights import tensors_from_bytes, tensors_to_bytes
@@ -92,14 +99,21 @@ class LLMShim(PyTorchShim):
                 n.replace(f".{module.adapter_name}.", ".adapter."): p.detach().cpu()
                 for n, p in adapter_parameters(module.llm, module.adapter_name)
             }
-        return srsly.msgpack_dumps(
-            {
-                "format": FORMAT,
-                "fingerprint": module.llm.fingerprint,
-                "adapter": tensors_to_bytes(adapter),
-                "own": tensors_to_bytes({k: v.cpu() for k, v in module.own_state().items()}),
+        msg = {
+            "format": FORMAT,
+            "fingerprint": module.llm.fingerprint,
+            "adapter": tensors_to_bytes(adapter),
+            "own": tensors_to_bytes({k: v.cpu() for k, v in module.own_state().items()}),
+        }
+        language = module.language_adapter
+        if language is not None:
+            name = module.active_adapter_name  # an encoder never loaded with its adapter has nothing to save
+            msg["language_adapter"] = {
+                "config": adapter_config(module.llm, name),
+                "weights": tensors_to_bytes(adapter_state(module.llm, name)),
+                "meta": language.meta,
             }
-        )
+        return srsly.msgpack_dumps(msg)
 
     def from_bytes(self, bytes_data: bytes) -> "LLMShim":
         module: LLMEncoderModule = self._model
@@ -121,6 +135,7 @@ class LLMShim(PyTorchShim):
             )
         module.prefix_cache.clear()  # states of the old weights' windows
         check_fingerprint(fingerprint, module.llm, "The saved LLM encoder")
+        self.load_language_adapter(msg.get("language_adapter"))
         device = self.device
         if bool(adapter) != (module.adapter_name is not None):
             raise ValueError("The saved LLM encoder's LoRA setting (lora_r) differs from its config.")
@@ -141,3 +156,41 @@ class LLMShim(PyTorchShim):
         if missing or unexpected:
             raise ValueError(f"The saved LLM encoder does not match its config: missing {missing}, unexpected {unexpected}")
         return self
+
+    def load_language_adapter(self, saved) -> None:
+        """Put the saved language adapter's weights on the base model: into the adapter the config
+        already loaded from its directory, or into a new one where that directory is absent."""
+        module: LLMEncoderModule = self._model
+        language = module.language_adapter
+        if (saved is None) != (language is None):
+            raise ValueError(
+                "The saved LLM encoder's language adapter setting differs from its config (language_adapter): "
+                "load it with the config it was saved with."
+            )
+        if saved is None:
+            return
+        try:
+            config, state, meta = saved["config"], tensors_from_bytes(saved["weights"]), saved["meta"]
+        except Exception as err:
+            raise ValueError(f"The LLM encoder's saved language adapter is corrupt ({type(err).__name__}: {err}).") from err
+        if language.name is None:
+            language.name, language.meta = new_adapter_name("language"), meta
+            restore_adapter(module.llm, language.name, config, state, trainable=False)
+        else:
+            from peft import set_peft_model_state_dict
+
+            ours = adapter_config(module.llm, language.name)
+            keys = ("r", "lora_alpha", "target_modules", "layers_to_transform")
+            if any(_normalized(ours.get(k)) != _normalized(config.get(k)) for k in keys):
+                raise ValueError(
+                    f"The language adapter at '{language.path}' is not the one this pipeline was trained with "
+                    f"(its LoRA settings differ): remove language_adapter's directory or point it at the right one."
+                )
+            with module.llm.lock:
+                set_peft_model_state_dict(module.llm.peft_model, state, adapter_name=language.name)
+            language.meta = meta
+        language.check_attention(module.attention)
+
+
+def _normalized(value):
+    return sorted(value) if isinstance(value, (list, tuple, set)) else value

@@ -3,6 +3,7 @@ import contextlib
 import itertools
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -196,3 +197,26 @@ def load_language_adapter(llm: BaseLLM, directory: Path) -> Tuple[str, dict]:
     name = new_adapter_name("language")
     restore_adapter(llm, name, config, state, trainable=False)
     return name, meta
+
+
+@dataclass
+class LanguageAdapter:
+    """The frozen language adapter an encoder runs with (fillm_spacy.adapt).
+
+    path: the directory it was read from, as the config names it.
+    name: its name on the shared base model once added (None until then: a pipeline loaded
+        where that directory does not exist gets the adapter from its own saved weights).
+    meta: fillm_adapter.json (objective, attention, the base model's fingerprint, ...).
+    """
+
+    path: str
+    name: Optional[str] = None
+    meta: dict = field(default_factory=dict)
+
+    def check_attention(self, attention: str) -> None:
+        trained = self.meta.get("attention", "causal")
+        if trained != attention:
+            raise ValueError(
+                f"Language adapter '{self.path}' was trained with {trained} attention (objective "
+                f"{self.meta.get('objective')}): set the encoder's attention = \"{trained}\"."
+            )
