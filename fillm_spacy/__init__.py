@@ -1,4 +1,5 @@
 """fillm_spacy: a LoRA-tuned decoder LLM as a spaCy encoder, with heads and a calamanCy comparison."""
+
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Optional
@@ -51,9 +52,14 @@ def load(name: str = "tl_fillm_sm", precision: Optional[str] = None, compiled: O
         check_spacy_version(directory)
     settings = {key: value for key, value in (("precision", precision), ("compiled", compiled)) if value is not None}
     if settings and directory is not None:
-        encoder = load_config(directory / "config.cfg", interpolate=False)["components"].get("tok2vec", {}).get("model", {})
+        encoder = (
+            load_config(directory / "config.cfg", interpolate=False)["components"].get("tok2vec", {}).get("model", {})
+        )
         if encoder.get("@architectures") == "fillm.LLMEncoder.v1":
-            kwargs["config"] = {**kwargs.get("config", {}), **{f"components.tok2vec.model.{k}": v for k, v in settings.items()}}
+            kwargs["config"] = {
+                **kwargs.get("config", {}),
+                **{f"components.tok2vec.model.{k}": v for k, v in settings.items()},
+            }
     try:
         return spacy.load(name, **kwargs)
     except ValueError as error:

@@ -1,5 +1,6 @@
 """Tiny random Gemma models (SeaLLM's GemmaConfig and Gemma 3's Gemma3TextConfig), built
 in fixtures: no download, a train step in well under a second."""
+
 import random
 from pathlib import Path
 from typing import List
@@ -16,8 +17,11 @@ SAMPLE_CONLLU = DATA / "newscrawl-sample.conllu"
 CONFIGS = Path(__file__).parent.parent / "configs"
 TL_FILLM_CONFIG = CONFIGS / "tl_fillm_sm.cfg"
 # tl_fillm_lg's mixed layers (4, 8, 12) scaled to the tiny models' three layers.
-TINY_LG_LAYERS = {"components.tok2vec.model.first_layer": 1, "components.tok2vec.model.last_layer": 3,
-                  "components.tok2vec.model.layer_stride": 1}
+TINY_LG_LAYERS = {
+    "components.tok2vec.model.first_layer": 1,
+    "components.tok2vec.model.last_layer": 3,
+    "components.tok2vec.model.layer_stride": 1,
+}
 
 
 def sample_docs(n: int = 60) -> List[spacy.tokens.Doc]:

@@ -1,4 +1,5 @@
 """The lower bounds in pyproject.toml admit only releases with the APIs and defaults the code relies on."""
+
 import inspect
 import re
 from pathlib import Path

@@ -1,6 +1,7 @@
 """The documents stay true to the tree: every relative link and image in README.md and docs/*.md
 points at a file that exists (and, for a link into a markdown file, at one of its headings), and
 every `python -m fillm_spacy...` command they name is a module whose `--help` works."""
+
 import re
 import subprocess
 import sys

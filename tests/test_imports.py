@@ -5,6 +5,7 @@ checked, at module level or inside a function alike: `from ..x import y`, `from 
 `from fillm_spacy.x import y`, `import fillm_spacy.x`. The order is the one docs/architecture.md
 states ("Which folder may import which"); change both together.
 """
+
 import ast
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple

@@ -1,4 +1,5 @@
 """Arbitrary input through a saved tl_fillm-shaped pipeline (tiny random base model)."""
+
 from pathlib import Path
 
 import pytest
@@ -75,11 +76,13 @@ def test_missing_base_model_is_one_clear_line(saved_pipeline):
     from fillm_spacy.models.loading import BaseModelNotFound
 
     with pytest.raises(BaseModelNotFound, match="not available offline"):
-        spacy.load(saved_pipeline, config={"components": {"tok2vec": {"model": {"model_name": "someone/missing-model"}}}})
+        spacy.load(
+            saved_pipeline, config={"components": {"tok2vec": {"model": {"model_name": "someone/missing-model"}}}}
+        )
 
 
 def test_long_doc_without_sentence_boundaries_is_parsed_in_bounded_trees(nlp):
-    from fillm_spacy.layers.biaffine import MAX_SENTENCE_TOKENS
+    from fillm_spacy.pipeline.parser import MAX_SENTENCE_TOKENS
 
     with nlp.select_pipes(disable=["senter"]):
         doc = nlp("ang bata " * 1500)
@@ -134,7 +137,9 @@ def test_bench_pipe_names_the_precision_and_the_cpu(saved_pipeline, tmp_path):
     assert encoder_precision(spacy.load(saved_pipeline), int8=True) == "int8"
 
 
-def test_load_with_a_precision_sets_the_encoders_and_leaves_other_pipelines_alone(saved_pipeline, tmp_path, monkeypatch):
+def test_load_with_a_precision_sets_the_encoders_and_leaves_other_pipelines_alone(
+    saved_pipeline, tmp_path, monkeypatch
+):
     import fillm_spacy
     from fillm_spacy.bench.measure import measure_pipe
     from fillm_spacy.layers import precision
@@ -170,7 +175,13 @@ def test_bench_pipe_times_the_second_load_in_a_process_of_its_own(saved_pipeline
     assert loads == [str(saved_pipeline)] * 2 and warm["load_seconds_base_model_in_memory"] >= 0
 
     calls = []  # the command line: one subprocess for the measurement, another for the warm load
-    monkeypatch.setattr(cli, "in_subprocess", lambda args: calls.append(args) or (
-        {"load_seconds_base_model_in_memory": 0.5} if "--warm-load" in args else {"words_per_second": 100.0}))
+    monkeypatch.setattr(
+        cli,
+        "in_subprocess",
+        lambda args: (
+            calls.append(args)
+            or ({"load_seconds_base_model_in_memory": 0.5} if "--warm-load" in args else {"words_per_second": 100.0})
+        ),
+    )
     cli.main(["pipe", "--pipeline", str(saved_pipeline), "--texts", str(texts)])
     assert [("--warm-load" in args) for args in calls] == [False, True]

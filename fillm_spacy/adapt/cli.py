@@ -1,10 +1,13 @@
 """`python -m fillm_spacy.adapt`: train a Tagalog LoRA adapter on raw text; probe layers."""
+
 import json
 import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from ..logs import setup_cli_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger("fillm_spacy.adapt")
@@ -14,7 +17,7 @@ def layer_list(value: str) -> list:
     try:
         layers = [int(part) for part in value.replace(",", " ").split()]
     except ValueError:
-        raise typer.BadParameter(f"layers are whole numbers like '4 8 12', got {value!r}")
+        raise typer.BadParameter(f"layers are whole numbers like '4 8 12', got {value!r}") from None
     if not layers:
         raise typer.BadParameter("name at least one layer")
     return layers
@@ -49,11 +52,20 @@ def train(
     from .text import split_lines
     from .training import AdaptSettings, adapt
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    setup_cli_logging()
     settings = AdaptSettings(
-        objective=objective, last_layer=last_layer, r=r, alpha=2.0 * r, sequence_length=sequence_length,
-        batch_size=batch_size, budget_pieces=budget_pieces, learning_rate=learning_rate, mask_rate=mask_rate,
-        precision=precision, eval_rows=eval_rows, seed=seed,
+        objective=objective,
+        last_layer=last_layer,
+        r=r,
+        alpha=2.0 * r,
+        sequence_length=sequence_length,
+        batch_size=batch_size,
+        budget_pieces=budget_pieces,
+        learning_rate=learning_rate,
+        mask_rate=mask_rate,
+        precision=precision,
+        eval_rows=eval_rows,
+        seed=seed,
     )
     try:
         text = split_lines(raw_text, heldout_lines)
@@ -81,20 +93,29 @@ def probe(
     from ..models.loading import load_base_llm
     from .probe import read_docs, upos_probe
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    setup_cli_logging()
     chosen = layer_list(layers)
     try:
         llm = load_base_llm(model)
-        adapter_name, meta = (load_language_adapter(llm, adapter) if adapter else (None, {}))
+        adapter_name, meta = load_language_adapter(llm, adapter) if adapter else (None, {})
         attention = attention or meta.get("attention", "causal")
         scores = upos_probe(
-            llm, read_docs(train_docs), read_docs(test_docs), chosen, attention=attention,
-            adapter_name=adapter_name, seed=seed,
+            llm,
+            read_docs(train_docs),
+            read_docs(test_docs),
+            chosen,
+            attention=attention,
+            adapter_name=adapter_name,
+            seed=seed,
         )
     except (OSError, ValueError) as error:
         fail(error)
-    result = {"adapter": str(adapter) if adapter else None, "attention": attention, "model": model,
-              "upos_accuracy": {str(k): v for k, v in scores.items()}}
+    result = {
+        "adapter": str(adapter) if adapter else None,
+        "attention": attention,
+        "model": model,
+        "upos_accuracy": {str(k): v for k, v in scores.items()},
+    }
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(result, indent=2) + "\n")

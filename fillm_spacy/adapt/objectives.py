@@ -10,6 +10,7 @@ them cost more than the 18 layers together. Tagalog news uses a few percent of t
 head is cut to the pieces that occur in the text (train and held-out), and perplexities are
 over that vocabulary, before and after alike.
 """
+
 from dataclasses import dataclass
 from typing import Optional, Tuple
 

@@ -5,6 +5,7 @@ A softmax layer on standardized states, trained full-batch on the training docs 
 the test docs; the LLM never trains. Before/after language adaptation it says whether the
 adapter moved what the encoder's heads can read.
 """
+
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -25,7 +26,7 @@ def read_docs(path: Path, lang: str = "tl") -> List[spacy.tokens.Doc]:
     try:
         docs = list(DocBin().from_disk(path).get_docs(spacy.blank(lang).vocab))
     except Exception as error:
-        raise ValueError(f"'{path}' is not a readable DocBin ({type(error).__name__}: {error}).")
+        raise ValueError(f"'{path}' is not a readable DocBin ({type(error).__name__}: {error}).") from None
     if not any(token.pos_ for doc in docs for token in doc):
         raise ValueError(f"'{path}' has no gold POS tags to probe.")
     return docs

@@ -1,4 +1,5 @@
 """Raw text → held-out split → packed piece sequences for language-adaptive training."""
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -24,7 +25,9 @@ def split_lines(path: Path, heldout_lines: int) -> TextSplit:
     try:
         text = path.read_text(encoding="utf8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"Raw text '{path}' is not UTF-8 (byte {error.start}): convert it first (iconv -t UTF-8).")
+        raise ValueError(
+            f"Raw text '{path}' is not UTF-8 (byte {error.start}): convert it first (iconv -t UTF-8)."
+        ) from None
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     if len(lines) <= heldout_lines:

@@ -5,6 +5,7 @@ is in the states it reads, and a frozen prefix below the first LoRA layer would 
 layers above last_layer and the LM head stay frozen: they only carry the objective's gradient
 down. Cost is bounded by a budget of pieces seen, not by epochs.
 """
+
 import logging
 import math
 import time
@@ -14,8 +15,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from ..layers.precision import PRECISIONS, check_precision, inference_dtype
-from ..models.adapters import add_lora_adapter, adapter_parameters, new_adapter_name
+from ..layers.precision import check_precision, inference_dtype
+from ..models.adapters import adapter_parameters, add_lora_adapter, new_adapter_name
 from ..models.loading import BaseLLM
 from .objectives import ATTENTION_OF, OBJECTIVES, VocabularyHead, sequence_loss
 from .text import TextSplit, corpus_vocabulary, pack_sequences
@@ -84,6 +85,14 @@ def mask_piece(tokenizer) -> int:
     return 0
 
 
+def objective_loss(llm: BaseLLM, adapter_name, batch, settings: AdaptSettings, head, generator):
+    """`sequence_loss` of a batch under the settings' objective and mask rate."""
+    return sequence_loss(
+        llm, adapter_name, batch, settings.objective, head,
+        mask_rate=settings.mask_rate, mask_id=mask_piece(llm.tokenizer), generator=generator,
+    )  # fmt: skip
+
+
 def heldout_perplexity(
     llm: BaseLLM, adapter_name: Optional[str], rows: np.ndarray, settings: AdaptSettings, head: VocabularyHead
 ) -> float:
@@ -95,10 +104,7 @@ def heldout_perplexity(
     with torch.inference_mode():
         for start in range(0, len(rows), settings.batch_size):
             batch = torch.as_tensor(rows[start : start + settings.batch_size])
-            loss, n = sequence_loss(
-                llm, adapter_name, batch, settings.objective, head,
-                mask_rate=settings.mask_rate, mask_id=mask_piece(llm.tokenizer), generator=generator,
-            )
+            loss, n = objective_loss(llm, adapter_name, batch, settings, head, generator)
             total += float(loss)
             count += n
     return math.exp(total / max(count, 1))
@@ -118,7 +124,11 @@ def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, o
     head = VocabularyHead.build(llm, corpus_vocabulary(train_rows, heldout_rows))
     log.info(
         "%d training rows, %d held-out rows of %d pieces; scoring over %d pieces of the %d in the vocabulary",
-        len(train_rows), len(heldout_rows), settings.sequence_length, head.weight.shape[0], head.row_of.shape[0],
+        len(train_rows),
+        len(heldout_rows),
+        settings.sequence_length,
+        head.weight.shape[0],
+        head.row_of.shape[0],
     )
     started = time.perf_counter()
     before = heldout_perplexity(llm, None, heldout_rows, settings, head)
@@ -126,8 +136,13 @@ def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, o
 
     adapter_name = new_adapter_name("language")
     add_lora_adapter(
-        llm, adapter_name, r=settings.r, alpha=settings.alpha, dropout=settings.dropout,
-        target_modules=settings.target_modules, layers=list(range(settings.last_layer)),
+        llm,
+        adapter_name,
+        r=settings.r,
+        alpha=settings.alpha,
+        dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        layers=list(range(settings.last_layer)),
     )
     params = [p for _, p in adapter_parameters(llm, adapter_name)]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
@@ -147,10 +162,7 @@ def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, o
         batch = torch.as_tensor(train_rows[order[cursor : cursor + settings.batch_size]])
         cursor += settings.batch_size
         with torch.autocast(llm.device.type, dtype=dtype, enabled=dtype is not None):
-            loss, n = sequence_loss(
-                llm, adapter_name, batch, settings.objective, head,
-                mask_rate=settings.mask_rate, mask_id=mask_piece(llm.tokenizer), generator=generator,
-            )
+            loss, n = objective_loss(llm, adapter_name, batch, settings, head, generator)
         mean = loss / max(n, 1)
         if not torch.isfinite(mean):
             raise FloatingPointError(
@@ -178,7 +190,7 @@ def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, o
         "settings": asdict(settings),
         "train_lines": len(text.train),
         "heldout_lines": len(text.heldout),
-        "heldout_rows": int(len(heldout_rows)),
+        "heldout_rows": len(heldout_rows),
         "vocabulary": int(head.weight.shape[0]),
         "steps": steps,
         "pieces_seen": seen,

@@ -10,7 +10,8 @@ manifest (manifest and journal), worker (one shard in one worker), local and ray
 job (one job end to end), errors, cli. Importing this package is cheap: spaCy, torch and Ray
 load only when a job runs.
 """
+
 from .errors import AnnotateError, Interrupted
 from .job import annotate
 
-__all__ = ["annotate", "AnnotateError", "Interrupted"]
+__all__ = ["AnnotateError", "Interrupted", "annotate"]

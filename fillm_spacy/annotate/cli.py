@@ -4,6 +4,7 @@ they exist. Errors are one line on stderr (exit 2); Ctrl-C exits 130 and keeps f
 and so does SIGTERM (exit 143: what a scheduler or `kill` sends), so that the workers are ended
 with the job. A file size limit (SIGXFSZ) is reported as a failed write, not a core dump.
 """
+
 import argparse
 import contextlib
 import signal
@@ -50,25 +51,57 @@ def build_parser() -> argparse.ArgumentParser:
         description="Annotate a corpus with a spaCy pipeline (tl_fillm_sm) into resumable numbered shards and a manifest.",
     )
     parser.add_argument("model", help="pipeline package name (tl_fillm_sm) or directory")
-    parser.add_argument("input", help="a .txt (one document a line), .jsonl or .spacy file, a directory of them, or a glob")
+    parser.add_argument(
+        "input", help="a .txt (one document a line), .jsonl or .spacy file, a directory of them, or a glob"
+    )
     parser.add_argument("output_dir", help="where the shards and manifest.json go; rerun the same command to resume")
     parser.add_argument("--text-key", "-tk", default="text", help="JSONL key of the text (default: text)")
-    parser.add_argument("--batch-size", "-b", type=int, default=None, help="documents per nlp.pipe batch, at most --part-tokens tokens in all (default: the pipeline's)")
+    parser.add_argument(
+        "--batch-size",
+        "-b",
+        type=int,
+        default=None,
+        help="documents per nlp.pipe batch, at most --part-tokens tokens in all (default: the pipeline's)",
+    )
     parser.add_argument("--n-process", "-n", type=int, default=1, help="local processes, or Ray actors (default: 1)")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default="spacy", help="shard format (default: spacy)")
     parser.add_argument("--shard-size", type=int, default=1000, help="documents per shard (default: 1000)")
-    parser.add_argument("--engine", choices=ENGINES, default="local", help="local processes, or Ray Data (extra 'distributed')")
-    parser.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto, or HOST:6379); default: start a local one")
-    parser.add_argument("--gpu-id", "-g", type=int, default=-1, help="GPU id, -1 for CPU; with Ray each actor takes one GPU")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="local", help="local processes, or Ray Data (extra 'distributed')"
+    )
+    parser.add_argument(
+        "--address", default=None, help="an existing Ray cluster (e.g. auto, or HOST:6379); default: start a local one"
+    )
+    parser.add_argument(
+        "--gpu-id", "-g", type=int, default=-1, help="GPU id, -1 for CPU; with Ray each actor takes one GPU"
+    )
     parser.add_argument("--force", "-F", action="store_true", help="start the output directory over")
-    parser.add_argument("--part-tokens", type=int, default=10000, help="longer documents are annotated in parts of this many tokens (default: 10000)")
-    parser.add_argument("--part-chars", type=int, default=PART_CHARS,
-                        help=f"and of at most this many characters, which bounds what one part costs whatever the text: a longer "
-                             f"run without whitespace is split into tokens of this many characters (default: {PART_CHARS})")
-    parser.add_argument("--shard-timeout", type=float, default=3600, help="seconds one shard may take before its worker is ended, 0 for none (default: 3600)")
+    parser.add_argument(
+        "--part-tokens",
+        type=int,
+        default=10000,
+        help="longer documents are annotated in parts of this many tokens (default: 10000)",
+    )
+    parser.add_argument(
+        "--part-chars",
+        type=int,
+        default=PART_CHARS,
+        help=f"and of at most this many characters, which bounds what one part costs whatever the text: a longer "
+        f"run without whitespace is split into tokens of this many characters (default: {PART_CHARS})",
+    )
+    parser.add_argument(
+        "--shard-timeout",
+        type=float,
+        default=3600,
+        help="seconds one shard may take before its worker is ended, 0 for none (default: 3600)",
+    )
     progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the progress bar")
-    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show it (default: on a terminal)")
+    progress.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="always show the progress bar"
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="never show it (default: on a terminal)"
+    )
     return parser
 
 
@@ -77,10 +110,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         with signals_handled():
             summary = annotate(
-                args.model, args.input, args.output_dir, fmt=args.fmt, text_key=args.text_key,
-                batch_size=args.batch_size, n_process=args.n_process, shard_size=args.shard_size, engine=args.engine,
-                address=args.address, gpu_id=args.gpu_id, force=args.force, part_tokens=args.part_tokens,
-                part_chars=args.part_chars, shard_timeout=args.shard_timeout, progress=args.progress,
+                args.model,
+                args.input,
+                args.output_dir,
+                fmt=args.fmt,
+                text_key=args.text_key,
+                batch_size=args.batch_size,
+                n_process=args.n_process,
+                shard_size=args.shard_size,
+                engine=args.engine,
+                address=args.address,
+                gpu_id=args.gpu_id,
+                force=args.force,
+                part_tokens=args.part_tokens,
+                part_chars=args.part_chars,
+                shard_timeout=args.shard_timeout,
+                progress=args.progress,
             )
     except Interrupted as error:
         print(str(error), file=sys.stderr)

@@ -9,6 +9,7 @@ replaced). A record is identified by (input index, record index) where the recor
 Bad input never raises here: a record is repaired (and the repair counted) or skipped (and the
 reason counted). Repairs keep the document; skips drop it, and every skip is reported.
 """
+
 import functools
 import glob
 import json
@@ -28,7 +29,7 @@ _CHUNK = 2**20
 REPAIRED = {
     "invalid_utf8": "bytes that are not UTF-8 replaced by U+FFFD",
     "nul_bytes": "NUL characters removed",
-    "lone_surrogates": "lone surrogates (e.g. a JSON \"\\ud800\") replaced by U+FFFD",
+    "lone_surrogates": 'lone surrogates (e.g. a JSON "\\ud800") replaced by U+FFFD',
     "big_integers": "metadata integers beyond 64 bits kept as strings",
 }
 SKIPPED = {
@@ -100,7 +101,11 @@ def discover_inputs(spec: str, exclude: Optional[Path] = None) -> List[InputFile
     files = []
     for candidate in sorted(candidates):
         resolved = candidate.resolve()
-        hidden = any(part.startswith(".") for part in candidate.relative_to(root).parts) if root else candidate.name.startswith(".")
+        hidden = (
+            any(part.startswith(".") for part in candidate.relative_to(root).parts)
+            if root
+            else candidate.name.startswith(".")
+        )
         if not candidate.is_file() or hidden or (excluded and resolved.is_relative_to(excluded)):
             continue
         name = str(candidate.relative_to(root)) if root else str(candidate)
@@ -211,7 +216,9 @@ def jsonl_record(input_index: int, index: int, raw: bytes, text_key: str) -> Tup
     return Record(input_index, index, text, None, None, meta), reasons
 
 
-def iter_lines(stream, on_bytes: Optional[Callable[[bytes], None]] = None) -> Iterator[Tuple[int, int, Optional[bytes]]]:
+def iter_lines(
+    stream, on_bytes: Optional[Callable[[bytes], None]] = None
+) -> Iterator[Tuple[int, int, Optional[bytes]]]:
     """(start byte, end byte, line) for each line from the stream's position; a line over
     MAX_RECORD_BYTES comes as None, read in chunks and dropped, never held whole."""
     offset = stream.tell()

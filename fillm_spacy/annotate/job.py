@@ -3,6 +3,7 @@ output directory already holds (resume, refuse, or start over with force), run a
 unfinished shards, then complete the manifest and summarize. `annotate()` is the Python API behind
 `python -m fillm_spacy.annotate`.
 """
+
 import contextlib
 import os
 from pathlib import Path
@@ -31,11 +32,22 @@ FORMATS = tuple(EXTENSIONS)
 LOCK = ".lock"
 ENGINES = ("local", "ray")
 ANNOTATION_SKIPPED = {"annotation_error": "the pipeline raised on the document"}
-ANNOTATION_KEPT = {"long_document": "annotated in parts of at most --part-tokens tokens and --part-chars characters, joined back"}
+ANNOTATION_KEPT = {
+    "long_document": "annotated in parts of at most --part-tokens tokens and --part-chars characters, joined back"
+}
 
 
-def check_options(fmt: str, engine: str, shard_size: int, n_process: int, batch_size: Optional[int],
-                  part_tokens: int, part_chars: int, shard_timeout: float, address: Optional[str]) -> None:
+def check_options(
+    fmt: str,
+    engine: str,
+    shard_size: int,
+    n_process: int,
+    batch_size: Optional[int],
+    part_tokens: int,
+    part_chars: int,
+    shard_timeout: float,
+    address: Optional[str],
+) -> None:
     problems = [
         (address is not None and engine != "ray", "--address names a Ray cluster: use it with --engine ray"),
         (fmt not in FORMATS, f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}"),
@@ -61,12 +73,19 @@ def remove(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
     except OSError as error:
-        raise AnnotateError(f"cannot remove {path}: {error.strerror or error} (is the output directory writable?)") from None
+        raise AnnotateError(
+            f"cannot remove {path}: {error.strerror or error} (is the output directory writable?)"
+        ) from None
 
 
 def start_over(directory: Path) -> None:
     """Remove what a job writes (shards, manifest, journal, temporary files), nothing else."""
-    for path in [*output_files(directory), *directory.glob(f"{TEMP_PREFIX}*"), directory / MANIFEST, directory / JOURNAL]:
+    for path in [
+        *output_files(directory),
+        *directory.glob(f"{TEMP_PREFIX}*"),
+        directory / MANIFEST,
+        directory / JOURNAL,
+    ]:
         remove(path)
 
 
@@ -76,8 +95,11 @@ def finished_shards(directory: Path, old: Optional[Dict], manifest: Dict) -> Dic
     fmt = manifest["settings"]["format"]
     recorded = {s["index"]: s["stats"] for s in (old or {}).get("shards", []) if s.get("stats")}
     recorded.update(read_journal(directory))
-    return {i: stats for i, stats in recorded.items()
-            if i < len(manifest["shards"]) and shard_intact(directory / shard_file_name(i, fmt), stats)}
+    return {
+        i: stats
+        for i, stats in recorded.items()
+        if i < len(manifest["shards"]) and shard_intact(directory / shard_file_name(i, fmt), stats)
+    }
 
 
 def sum_counts(*counters: Dict[str, int]) -> Dict[str, int]:
@@ -88,10 +110,25 @@ def sum_counts(*counters: Dict[str, int]) -> Dict[str, int]:
     return dict(sorted(total.items()))
 
 
-def annotate(model: str, input: str, output_dir: str, *, fmt: str = "spacy", text_key: str = "text",
-             batch_size: Optional[int] = None, n_process: int = 1, shard_size: int = 1000, engine: str = "local",
-             address: Optional[str] = None, gpu_id: int = -1, force: bool = False, part_tokens: int = 10000,
-             part_chars: int = PART_CHARS, shard_timeout: float = 3600, progress: Optional[bool] = None) -> Dict:
+def annotate(
+    model: str,
+    input: str,
+    output_dir: str,
+    *,
+    fmt: str = "spacy",
+    text_key: str = "text",
+    batch_size: Optional[int] = None,
+    n_process: int = 1,
+    shard_size: int = 1000,
+    engine: str = "local",
+    address: Optional[str] = None,
+    gpu_id: int = -1,
+    force: bool = False,
+    part_tokens: int = 10000,
+    part_chars: int = PART_CHARS,
+    shard_timeout: float = 3600,
+    progress: Optional[bool] = None,
+) -> Dict:
     """Annotate every document of `input` with the pipeline `model` into numbered shards and a
     manifest in `output_dir`, continuing an interrupted run of the same job; returns the summary
     (its "line" is what the command prints). Raises AnnotateError (one line) when it cannot."""
@@ -109,15 +146,24 @@ def annotate(model: str, input: str, output_dir: str, *, fmt: str = "spacy", tex
     except InputError as error:
         raise AnnotateError(str(error)) from None
     plan = plan_shards(files, text_key, shard_size)
-    settings = {"format": fmt, "shard_size": shard_size, "text_key": text_key, "batch_size": batch_size,
-                "part_tokens": part_tokens, "part_chars": part_chars}
+    settings = {
+        "format": fmt,
+        "shard_size": shard_size,
+        "text_key": text_key,
+        "batch_size": batch_size,
+        "part_tokens": part_tokens,
+        "part_chars": part_chars,
+    }
 
-    job = Job(model, fmt, tuple(files), text_key, batch_size, part_tokens, part_chars, gpu_id, shard_timeout, str(directory))
+    job = Job(
+        model, fmt, tuple(files), text_key, batch_size, part_tokens, part_chars, gpu_id, shard_timeout, str(directory)
+    )
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise AnnotateError(f"cannot create the output directory {directory}: {error.strerror or error} "
-                            f"(choose a writable place)") from None
+        raise AnnotateError(
+            f"cannot create the output directory {directory}: {error.strerror or error} (choose a writable place)"
+        ) from None
     with lock(directory):
         return run_job(job, new_manifest(model_info, plan, settings), force, engine, n_process, address, progress)
 
@@ -133,8 +179,9 @@ def lock(directory: Path):
     try:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
     except OSError as error:
-        raise AnnotateError(f"cannot create the lock file {path}: {error.strerror or error} "
-                            f"(choose a writable output directory)") from None
+        raise AnnotateError(
+            f"cannot create the lock file {path}: {error.strerror or error} (choose a writable output directory)"
+        ) from None
     try:
         with FileLock(str(path), timeout=0):
             yield
@@ -142,8 +189,9 @@ def lock(directory: Path):
         raise AnnotateError(f"another job is writing {directory} (it holds {directory / LOCK})") from None
 
 
-def run_job(job: Job, manifest: Dict, force: bool, engine: str, n_process: int, address: Optional[str],
-            progress: Optional[bool]) -> Dict:
+def run_job(
+    job: Job, manifest: Dict, force: bool, engine: str, n_process: int, address: Optional[str], progress: Optional[bool]
+) -> Dict:
     """Resume, refuse or start over what the output directory holds, annotate what is left, finish."""
     directory = Path(job.output_dir)
     old = load_manifest(directory)
@@ -153,8 +201,10 @@ def run_job(job: Job, manifest: Dict, force: bool, engine: str, n_process: int, 
     elif old is not None:
         changed = differences(old, manifest)
         if changed:
-            raise AnnotateError(f"{directory} holds the output of another job ({'; '.join(changed)}): "
-                                f"use --force to start it over, or another output directory")
+            raise AnnotateError(
+                f"{directory} holds the output of another job ({'; '.join(changed)}): "
+                f"use --force to start it over, or another output directory"
+            )
     elif any(True for _ in output_files(directory)):
         raise AnnotateError(f"{directory} has shard files but no {MANIFEST}: use --force to start over")
     for temporary in directory.glob(f"{TEMP_PREFIX}*"):  # left by a killed run
@@ -174,8 +224,17 @@ def run_job(job: Job, manifest: Dict, force: bool, engine: str, n_process: int, 
     return finish(directory, manifest, done, this_run, resumed)
 
 
-def run(job: Job, manifest: Dict, todo, done: Dict[int, Dict], this_run: Dict[int, Dict], engine: str,
-        n_process: int, address: Optional[str], progress: Optional[bool]) -> None:
+def run(
+    job: Job,
+    manifest: Dict,
+    todo,
+    done: Dict[int, Dict],
+    this_run: Dict[int, Dict],
+    engine: str,
+    n_process: int,
+    address: Optional[str],
+    progress: Optional[bool],
+) -> None:
     """Annotate the shards of `todo` with an engine, recording each finished one in `done` and
     `this_run` and in the journal."""
     planned = {s["index"]: s["documents"] for s in manifest["shards"]}
@@ -196,8 +255,10 @@ def run(job: Job, manifest: Dict, todo, done: Dict[int, Dict], this_run: Dict[in
 
             run_local(job, todo, on_done, bar.update, n_process)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted: {len(done)} of {len(manifest['shards'])} shards are done and kept; "
-                          f"the same command continues from there") from None
+        raise Interrupted(
+            f"interrupted: {len(done)} of {len(manifest['shards'])} shards are done and kept; "
+            f"the same command continues from there"
+        ) from None
     finally:
         bar.close()
 
@@ -214,19 +275,32 @@ def finish(directory: Path, manifest: Dict, done: Dict[int, Dict], this_run: Dic
         "documents": sum(s["documents"] for s in stats),
         "words": sum(s["words"] for s in stats),
         "sentences": sum(s["sentences"] for s in stats),
-        "skipped": sum_counts({k: n for k, n in issues.items() if k in SKIPPED},
-                              {k: n for k, n in annotation.items() if k in ANNOTATION_SKIPPED}),
+        "skipped": sum_counts(
+            {k: n for k, n in issues.items() if k in SKIPPED},
+            {k: n for k, n in annotation.items() if k in ANNOTATION_SKIPPED},
+        ),
         "repaired": {k: n for k, n in issues.items() if k in REPAIRED},
         "kept": {k: n for k, n in annotation.items() if k in ANNOTATION_KEPT},
     }
-    manifest.update(status="complete", counts=counts, annotation_errors=[e for s in stats for e in s["errors"]][:100],
-                    reasons={**SKIPPED, **REPAIRED, **ANNOTATION_SKIPPED, **ANNOTATION_KEPT})
+    manifest.update(
+        status="complete",
+        counts=counts,
+        annotation_errors=[e for s in stats for e in s["errors"]][:100],
+        reasons={**SKIPPED, **REPAIRED, **ANNOTATION_SKIPPED, **ANNOTATION_KEPT},
+    )
     write_manifest(directory, manifest)
     remove_journal(directory)
     run_stats = list(this_run.values())
     seconds = (max(s["end"] for s in run_stats) - min(s["start"] for s in run_stats)) if run_stats else 0.0
-    summary = {**counts, "shards": len(stats), "format": manifest["settings"]["format"], "output_dir": str(directory),
-               "resumed_shards": resumed, "run_documents": sum(s["documents"] for s in run_stats),
-               "run_words": sum(s["words"] for s in run_stats), "run_seconds": round(seconds, 3)}
+    summary = {
+        **counts,
+        "shards": len(stats),
+        "format": manifest["settings"]["format"],
+        "output_dir": str(directory),
+        "resumed_shards": resumed,
+        "run_documents": sum(s["documents"] for s in run_stats),
+        "run_words": sum(s["words"] for s in run_stats),
+        "run_seconds": round(seconds, 3),
+    }
     summary["line"] = summary_line(summary)
     return summary

@@ -19,6 +19,8 @@ whose shard runs past the timeout ends itself (faulthandler), and a dead worker'
 retried in a fresh pool, at most MAX_ATTEMPTS times, before the job stops with a one-line error.
 Ctrl-C (or SIGTERM) ends the workers.
 """
+
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -40,8 +42,15 @@ POLL_SECONDS = 0.5
 MAX_ATTEMPTS = 3
 LOAD_ALLOWANCE_SECONDS = 600  # a worker's first shard also loads the pipeline
 # Imported once by the fork server (an ImportError is ignored): what loading tl_fillm imports.
-PRELOAD = ["fillm_spacy.annotate.worker", "spacy", "torch", "transformers", "peft", "fillm_spacy.layers.llm_encoder",
-           "fillm_spacy.annotate.preload"]
+PRELOAD = [
+    "fillm_spacy.annotate.worker",
+    "spacy",
+    "torch",
+    "transformers",
+    "peft",
+    "fillm_spacy.layers.llm_encoder",
+    "fillm_spacy.annotate.preload",
+]
 
 OnDone = Callable[[int, Dict], None]
 OnProgress = Callable[[int, int], None]
@@ -92,10 +101,8 @@ def release_fork_server() -> None:
     server = getattr(forkserver, "_forkserver", None)
     fd = getattr(server, "_forkserver_alive_fd", None)
     if isinstance(fd, int):
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
         server._forkserver_alive_fd = None
 
 
@@ -117,6 +124,7 @@ def process_identity(pid: int):
 
 def watch_job(job_pid: int, identity) -> None:
     """A daemon thread: end this worker as soon as the job process is gone."""
+
     def watch():
         while True:
             time.sleep(PARENT_CHECK_SECONDS)
@@ -151,8 +159,9 @@ def _worker_shard(shard: Dict):
     if "annotator" not in _WORKER:  # loaded on the first shard: an error reaches the parent as one
         _WORKER["annotator"] = job.annotator()
     progress = _WORKER["progress"]
-    return _WORKER["annotator"].run(shard_records(job, shard), shard["first_document"],
-                                    lambda docs, words: progress.put((docs, words)))
+    return _WORKER["annotator"].run(
+        shard_records(job, shard), shard["first_document"], lambda docs, words: progress.put((docs, words))
+    )
 
 
 def stop_pool(executor: ProcessPoolExecutor) -> None:
@@ -190,8 +199,12 @@ def run_pool(job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgres
     threads = max(1, (os.cpu_count() or 1) // n_process)
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(n_process, mp_context=context, initializer=_init_worker,
-                                   initargs=(job, progress, threads, os.getpid(), process_identity(os.getpid())))
+        return ProcessPoolExecutor(
+            n_process,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(job, progress, threads, os.getpid(), process_identity(os.getpid())),
+        )
 
     pending = deque(todo)
     running: Dict = {}  # future -> shard
@@ -246,7 +259,9 @@ def run_pool(job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgres
                 stop_pool(executor)
                 executor = new_pool()
             if job.timeout and running and time.monotonic() - last_done > job.timeout + LOAD_ALLOWANCE_SECONDS:
-                raise AnnotateError(f"no shard finished in {job.timeout + LOAD_ALLOWANCE_SECONDS:.0f} s: the workers are stuck")
+                raise AnnotateError(
+                    f"no shard finished in {job.timeout + LOAD_ALLOWANCE_SECONDS:.0f} s: the workers are stuck"
+                )
         drain(progress, on_progress)
     finally:
         stop_pool(executor)

@@ -9,6 +9,7 @@ shard file's size and sha256; a resumed job trusts a line only when its shard fi
 file (a truncated or altered shard is redone). An existing manifest that disagrees with the
 new job (another input, model or setting) is refused unless the job is forced.
 """
+
 import hashlib
 import json
 import os
@@ -45,7 +46,9 @@ def describe_model(model: str) -> Dict:
     base LLM is referenced from the pipeline's files by name and fingerprint, so a changed
     base model changes it too) — without loading the pipeline."""
     directory = pipeline_directory(model)
-    meta = json.loads((directory / "meta.json").read_text(encoding="utf8")) if (directory / "meta.json").exists() else {}
+    meta = (
+        json.loads((directory / "meta.json").read_text(encoding="utf8")) if (directory / "meta.json").exists() else {}
+    )
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(directory)).encode("utf8") + b"\0")
@@ -53,8 +56,15 @@ def describe_model(model: str) -> Dict:
             for block in iter(lambda: stream.read(2**20), b""):
                 digest.update(block)
     name = f"{meta['lang']}_{meta['name']}" if meta.get("lang") and meta.get("name") else str(model)
-    return {"model": model, "name": name, "version": meta.get("version"), "lang": meta.get("lang"),
-            "pipeline": meta.get("pipeline", []), "path": str(directory), "fingerprint": digest.hexdigest()}
+    return {
+        "model": model,
+        "name": name,
+        "version": meta.get("version"),
+        "lang": meta.get("lang"),
+        "pipeline": meta.get("pipeline", []),
+        "path": str(directory),
+        "fingerprint": digest.hexdigest(),
+    }
 
 
 def new_manifest(model: Dict, plan: Dict, settings: Dict) -> Dict:
@@ -96,8 +106,10 @@ def differences(old: Dict, new: Dict) -> List[str]:
         elif (before["bytes"], before["sha256"]) != (after["bytes"], after["sha256"]):
             found.append(f"input {path} changed")
     if old.get("model", {}).get("fingerprint") != new["model"]["fingerprint"]:
-        found.append(f"model changed ({old.get('model', {}).get('name')} {old.get('model', {}).get('version')} → "
-                     f"{new['model']['name']} {new['model']['version']}, other files)")
+        found.append(
+            f"model changed ({old.get('model', {}).get('name')} {old.get('model', {}).get('version')} → "
+            f"{new['model']['name']} {new['model']['version']}, other files)"
+        )
     for key in SETTINGS:
         if old.get("settings", {}).get(key) != new["settings"][key]:
             found.append(f"--{key.replace('_', '-')} {old.get('settings', {}).get(key)} → {new['settings'][key]}")

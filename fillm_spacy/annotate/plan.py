@@ -3,6 +3,7 @@ by reason, and cuts its documents into numbered shards of `shard_size` documents
 input ranges (record indices and byte offsets) it covers. Both engines read a shard back through
 those ranges, so a shard holds the same documents however and wherever it is annotated.
 """
+
 import hashlib
 import os
 from collections import Counter
@@ -40,17 +41,30 @@ def plan_shards(files: Sequence[InputFile], text_key: str, shard_size: int) -> D
                 ranges[-1]["records"][1] = raw.index + 1
                 ranges[-1]["bytes"][1] = raw.end
             else:
-                ranges.append({"input": input_index, "records": [raw.index, raw.index + 1], "bytes": [raw.start, raw.end]})
+                ranges.append(
+                    {"input": input_index, "records": [raw.index, raw.index + 1], "bytes": [raw.start, raw.end]}
+                )
             current["documents"] += 1
             documents += 1
             if current["documents"] == shard_size:
                 shards.append(current)
                 current = None
-        inputs.append({
-            "path": file.path, "name": file.name, "format": file.format,
-            "bytes": os.path.getsize(file.path), "sha256": digest.hexdigest(), "records": records,
-        })
+        inputs.append(
+            {
+                "path": file.path,
+                "name": file.name,
+                "format": file.format,
+                "bytes": os.path.getsize(file.path),
+                "sha256": digest.hexdigest(),
+                "records": records,
+            }
+        )
     if current is not None:
         shards.append(current)
-    return {"inputs": inputs, "shards": shards, "issues": dict(sorted(issues.items())),
-            "issue_examples": examples, "documents": documents}
+    return {
+        "inputs": inputs,
+        "shards": shards,
+        "issues": dict(sorted(issues.items())),
+        "issue_examples": examples,
+        "documents": documents,
+    }

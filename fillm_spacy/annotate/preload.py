@@ -1,6 +1,7 @@
 """Imported once by the local engine's fork server (see local.worker_context): spaCy's registries
 are filled from the installed entry points here, so that a forked worker loads its pipeline
 without scanning every installed distribution again (seconds per worker otherwise)."""
+
 import catalogue
 import spacy
 

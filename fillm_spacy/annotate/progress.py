@@ -1,5 +1,6 @@
 """What the user sees while a job runs and when it ends: a tqdm bar over documents (with words/s
 and tqdm's ETA) and a one-line summary with the counts of bad input by reason."""
+
 import sys
 import time
 from typing import Dict, Optional
@@ -12,8 +13,15 @@ class Progress:
         from tqdm import tqdm
 
         # enabled None: tqdm's own rule, a bar only on a terminal
-        self.bar = tqdm(total=total, initial=initial, unit="doc", dynamic_ncols=True, file=sys.stderr,
-                        disable=None if enabled is None else not enabled, desc="annotate")
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            unit="doc",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            disable=None if enabled is None else not enabled,
+            desc="annotate",
+        )
         self.words = 0
         self.start = time.perf_counter()
 
@@ -40,8 +48,10 @@ def summary_line(summary: Dict) -> str:
     if summary.get("resumed_shards"):
         parts.append(f"{summary['resumed_shards']:,} shard(s) were already done")
     if summary.get("run_words"):
-        parts.append(f"this run {summary['run_words']:,} words in {summary['run_seconds']:.1f} s "
-                     f"({summary['run_words'] / max(summary['run_seconds'], 1e-9):,.0f} words/s)")
+        parts.append(
+            f"this run {summary['run_words']:,} words in {summary['run_seconds']:.1f} s "
+            f"({summary['run_words'] / max(summary['run_seconds'], 1e-9):,.0f} words/s)"
+        )
     for label in ("skipped", "repaired", "kept"):
         counts = summary.get(label) or {}
         if any(counts.values()):

@@ -9,6 +9,7 @@ redone, and a shard delivered twice by a retry is written once. Inputs must be r
 shared filesystem); the output is written by the driver alone. The driver's waits are bounded:
 it reads results from a queue with a timeout, and an actor stuck in one shard ends itself.
 """
+
 import functools
 import json
 import queue
@@ -68,9 +69,11 @@ class RayShardAnnotator:
             out["shard"].append(int(shard))
             out["payload"].append(payload)
             out["stats"].append(json.dumps(stats))
-        return {"shard": np.array(out["shard"], dtype=np.int64),
-                "payload": np.array(out["payload"], dtype=object),
-                "stats": np.array(out["stats"], dtype=object)}
+        return {
+            "shard": np.array(out["shard"], dtype=np.int64),
+            "payload": np.array(out["payload"], dtype=object),
+            "stats": np.array(out["stats"], dtype=object),
+        }
 
 
 def connect(ray, address: Optional[str]) -> bool:
@@ -84,7 +87,9 @@ def connect(ray, address: Optional[str]) -> bool:
         else:
             ray.init(include_dashboard=False, log_to_driver=True)
     except Exception as error:
-        raise AnnotateError(f"cannot start or reach Ray{' at ' + address if address else ''}: {one_line(error)}") from error
+        raise AnnotateError(
+            f"cannot start or reach Ray{' at ' + address if address else ''}: {one_line(error)}"
+        ) from error
     return True
 
 
@@ -96,8 +101,9 @@ def check_resources(ray, n_actors: int, gpu: bool) -> None:
         raise AnnotateError(f"{n_actors} Ray actor(s) need {n_actors} {kind}(s); the cluster has {have:g}")
 
 
-def run_ray(job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgress, n_actors: int,
-            address: Optional[str] = None) -> None:
+def run_ray(
+    job: Job, todo: List[Dict], on_done: OnDone, on_progress: OnProgress, n_actors: int, address: Optional[str] = None
+) -> None:
     ray = import_ray()
     started = connect(ray, address)
     try:
@@ -142,7 +148,9 @@ def collect(job: Job, dataset, shards: Dict[int, Dict], on_done: OnDone, on_prog
             item = results.get(timeout=POLL_SECONDS)
         except queue.Empty:
             if job.timeout and time.monotonic() - last > job.timeout + LOAD_ALLOWANCE_SECONDS:
-                raise AnnotateError(f"no shard came back from Ray in {job.timeout + LOAD_ALLOWANCE_SECONDS:.0f} s") from None
+                raise AnnotateError(
+                    f"no shard came back from Ray in {job.timeout + LOAD_ALLOWANCE_SECONDS:.0f} s"
+                ) from None
             continue
         if item is end:
             break

@@ -16,6 +16,7 @@ batches with `nlp.pipe`, and serialize the shard.
 - With a timeout, faulthandler ends the process with a stack dump if a shard hangs: a wait on it
   is bounded (engines retry the shard in a fresh process, or stop with a one-line error).
 """
+
 import bisect
 import faulthandler
 import io
@@ -83,7 +84,7 @@ def split_long_words(words: List[str], spaces: List[bool], limit: int) -> Tuple[
         return words, spaces
     new_words, new_spaces = [], []
     for word, space in zip(words, spaces):
-        pieces = [word[i:i + limit] for i in range(0, len(word), limit)] or [word]
+        pieces = [word[i : i + limit] for i in range(0, len(word), limit)] or [word]
         new_words += pieces
         new_spaces += [False] * (len(pieces) - 1) + [space]
     return new_words, new_spaces
@@ -115,8 +116,17 @@ def part_bounds(doc, limit: int, char_limit: Optional[int] = None) -> List[Tuple
 class ShardAnnotator:
     """One loaded pipeline, annotating shards (lists of records) into serialized shards."""
 
-    def __init__(self, model: str, fmt: str, names: Sequence[str], batch_size: Optional[int] = None,
-                 part_tokens: int = 10000, gpu_id: int = -1, timeout: float = 0, part_chars: int = PART_CHARS):
+    def __init__(
+        self,
+        model: str,
+        fmt: str,
+        names: Sequence[str],
+        batch_size: Optional[int] = None,
+        part_tokens: int = 10000,
+        gpu_id: int = -1,
+        timeout: float = 0,
+        part_chars: int = PART_CHARS,
+    ):
         self.nlp = load_pipeline(model, gpu_id)
         self.fmt = fmt
         self.names = list(names)
@@ -153,8 +163,9 @@ class ShardAnnotator:
                 self.count_error(record, error, issues, errors)
                 continue
             size, length = sum(len(p) for p in parts), sum(len(p.text) for p in parts)
-            if chunk and (len(chunk) == self.batch_size or tokens + size > self.part_tokens
-                          or chars + length > self.part_chars):
+            if chunk and (
+                len(chunk) == self.batch_size or tokens + size > self.part_tokens or chars + length > self.part_chars
+            ):
                 yield chunk
                 chunk, tokens, chars = [], 0, 0
             chunk.append((record, parts))
@@ -167,8 +178,14 @@ class ShardAnnotator:
         issues["annotation_error"] += 1
         if len(errors) < ERROR_EXAMPLES:
             message = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-            errors.append({"input": self.names[record.input], "record": record.index,
-                           "reason": "annotation_error", "error": message})
+            errors.append(
+                {
+                    "input": self.names[record.input],
+                    "record": record.index,
+                    "reason": "annotation_error",
+                    "error": message,
+                }
+            )
 
     def annotate_parts(self, parts: List) -> List:
         """One batch when the parts are within one part's bounds, else one part at a time."""
@@ -176,8 +193,13 @@ class ShardAnnotator:
         batch = len(parts) if tokens <= self.part_tokens and chars <= self.part_chars else 1
         return list(self.nlp.pipe(parts, batch_size=max(1, batch)))
 
-    def annotate(self, records: Sequence[Record], issues: Counter, errors: List[Dict],
-                 on_batch: Optional[Callable[[int, int], None]] = None) -> List[Tuple[Record, object]]:
+    def annotate(
+        self,
+        records: Sequence[Record],
+        issues: Counter,
+        errors: List[Dict],
+        on_batch: Optional[Callable[[int, int], None]] = None,
+    ) -> List[Tuple[Record, object]]:
         from spacy.tokens import Doc
 
         done = []
@@ -187,7 +209,7 @@ class ShardAnnotator:
                 annotated = self.annotate_parts(flat)
                 grouped, position = [], 0
                 for record, parts in chunk:
-                    grouped.append((record, annotated[position:position + len(parts)]))
+                    grouped.append((record, annotated[position : position + len(parts)]))
                     position += len(parts)
             except Exception:  # isolate the document that raised; the others go on
                 grouped = []
@@ -208,8 +230,9 @@ class ShardAnnotator:
                 on_batch(len(grouped), words)
         return done
 
-    def run(self, records: Sequence[Record], first_document: int,
-            on_batch: Optional[Callable[[int, int], None]] = None) -> Tuple[bytes, Dict]:
+    def run(
+        self, records: Sequence[Record], first_document: int, on_batch: Optional[Callable[[int, int], None]] = None
+    ) -> Tuple[bytes, Dict]:
         """The serialized shard and its counts: documents, words (tokens), sentences, issues."""
         start = time.time()
         watchdog = bool(self.timeout) and start_watchdog(self.timeout)
@@ -254,9 +277,16 @@ class Job(NamedTuple):
         return [f.name for f in self.files]
 
     def annotator(self, gpu_id: Optional[int] = None, timeout: Optional[float] = None) -> "ShardAnnotator":
-        return ShardAnnotator(self.model, self.fmt, self.names, self.batch_size, self.part_tokens,
-                              self.gpu_id if gpu_id is None else gpu_id, self.timeout if timeout is None else timeout,
-                              self.part_chars)
+        return ShardAnnotator(
+            self.model,
+            self.fmt,
+            self.names,
+            self.batch_size,
+            self.part_tokens,
+            self.gpu_id if gpu_id is None else gpu_id,
+            self.timeout if timeout is None else timeout,
+            self.part_chars,
+        )
 
     def shard_path(self, index: int) -> Path:
         return Path(self.output_dir) / shard_file_name(index, self.fmt)

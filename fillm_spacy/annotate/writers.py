@@ -13,6 +13,8 @@ says so in one line. Only the job's main process writes shards (engines hand it 
 the journal records each shard's size and sha256 so that a resumed job redoes a shard that was
 truncated or altered since.
 """
+
+import contextlib
 import hashlib
 import json
 import os
@@ -37,8 +39,10 @@ def shard_file_name(index: int, fmt: str) -> str:
 def write_error(path: Path, error: OSError) -> AnnotateError:
     """An OSError of a write as the one line the user sees, with what to do about it."""
     reason = error.strerror or str(error) or type(error).__name__
-    return AnnotateError(f"cannot write {path}: {reason} (free space, raise the file size limit, or choose a writable "
-                         f"output directory; finished shards are kept and the same command resumes)")
+    return AnnotateError(
+        f"cannot write {path}: {reason} (free space, raise the file size limit, or choose a writable "
+        f"output directory; finished shards are kept and the same command resumes)"
+    )
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -58,10 +62,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         finally:
             os.close(directory)
     except BaseException as error:
-        try:
+        with contextlib.suppress(OSError):  # not created, or already renamed
             os.unlink(temp)
-        except OSError:  # not created, or already renamed
-            pass
         if isinstance(error, OSError):
             raise write_error(path, error) from None
         raise
@@ -106,7 +108,12 @@ def jsonl_shard(items: Sequence[Annotated], names: Sequence[str]) -> bytes:
     for record, doc, _ in items:
         annotation = doc.to_json()
         annotation.pop("text", None)
-        line = {"text": doc.text, "meta": record.meta, "source": {"input": names[record.input], "record": record.index}, "doc": annotation}
+        line = {
+            "text": doc.text,
+            "meta": record.meta,
+            "source": {"input": names[record.input], "record": record.index},
+            "doc": annotation,
+        }
         lines.append(json.dumps(line, ensure_ascii=False) + "\n")
     return "".join(lines).encode("utf8")
 
@@ -149,8 +156,21 @@ def conllu_view(doc):
             pos.append(token.pos_)
             morphs.append(str(token.morph))
             lemmas.append(conllu_field(token.lemma_) if token.lemma_ else "")
-    return Doc(doc.vocab, words=words, spaces=spaces, heads=heads, deps=deps, tags=tags, pos=pos or None,
-               morphs=morphs, lemmas=lemmas) if words else None
+    return (
+        Doc(
+            doc.vocab,
+            words=words,
+            spaces=spaces,
+            heads=heads,
+            deps=deps,
+            tags=tags,
+            pos=pos or None,
+            morphs=morphs,
+            lemmas=lemmas,
+        )
+        if words
+        else None
+    )
 
 
 _FORMATTER = []
@@ -195,7 +215,11 @@ def check_conllu(text: str) -> None:
 
     for sentence in conllu.parse(text):
         heads = [token["head"] for token in sentence]
-        if heads.count(0) != 1 or not all(0 <= h <= len(heads) for h in heads) or not {"sent_id", "text"} <= set(sentence.metadata):
+        if (
+            heads.count(0) != 1
+            or not all(0 <= h <= len(heads) for h in heads)
+            or not {"sent_id", "text"} <= set(sentence.metadata)
+        ):
             raise ValueError(f"invalid CoNLL-U sentence {sentence.metadata.get('sent_id')} (a bug in the writer)")
 
 
@@ -214,10 +238,19 @@ def output_documents(fmt: str, path: Path) -> List[Dict]:
     if fmt == "conllu":
         import conllu
 
-        return [{"metadata": dict(s.metadata), "tokens": [dict(t) for t in s]} for s in conllu.parse(Path(path).read_text(encoding="utf8"))]
+        return [
+            {"metadata": dict(s.metadata), "tokens": [dict(t) for t in s]}
+            for s in conllu.parse(Path(path).read_text(encoding="utf8"))
+        ]
     from spacy.tokens import DocBin
     from spacy.vocab import Vocab
 
     docs = DocBin().from_disk(path).get_docs(Vocab())
-    return [{**doc.to_json(), "spaces": [t.whitespace_ for t in doc],
-             "user_data": {k: v for k, v in doc.user_data.items() if isinstance(k, str)}} for doc in docs]
+    return [
+        {
+            **doc.to_json(),
+            "spaces": [t.whitespace_ for t in doc],
+            "user_data": {k: v for k, v in doc.user_data.items() if isinstance(k, str)},
+        }
+        for doc in docs
+    ]

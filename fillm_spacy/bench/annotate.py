@@ -5,6 +5,7 @@ Words/s is this run's words over the time from the first shard's start to the la
 so model loading and Ray start-up are left out (they are reported apart, as wall seconds). Every
 configuration annotates the same first `lines` lines of the text into a fresh output directory.
 """
+
 import tempfile
 import time
 from pathlib import Path
@@ -14,16 +15,32 @@ from ..annotate.errors import AnnotateError
 from ..readers.raw_text import first_lines
 
 
-def measure_annotate(pipeline: str, texts: List[str], engine: str, workers: int, shard_size: int,
-                     batch_size: Optional[int], address: Optional[str]) -> Dict:
+def measure_annotate(
+    pipeline: str,
+    texts: List[str],
+    engine: str,
+    workers: int,
+    shard_size: int,
+    batch_size: Optional[int],
+    address: Optional[str],
+) -> Dict:
     from ..annotate import annotate
 
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "texts.txt"
         source.write_text("".join(text + "\n" for text in texts), encoding="utf8")
         start = time.perf_counter()
-        summary = annotate(pipeline, str(source), str(Path(folder) / "out"), engine=engine, n_process=workers,
-                           shard_size=shard_size, batch_size=batch_size, address=address, progress=False)
+        summary = annotate(
+            pipeline,
+            str(source),
+            str(Path(folder) / "out"),
+            engine=engine,
+            n_process=workers,
+            shard_size=shard_size,
+            batch_size=batch_size,
+            address=address,
+            progress=False,
+        )
         wall = time.perf_counter() - start
     seconds = summary["run_seconds"]
     return {
@@ -71,22 +88,34 @@ def run_annotate_bench(args) -> Dict:
             for count in workers:
                 try:
                     address = args.address if engine == "ray" else None
-                    runs.append(measure_annotate(args.pipeline, texts, engine, count, args.shard_size, args.batch_size, address))
+                    runs.append(
+                        measure_annotate(args.pipeline, texts, engine, count, args.shard_size, args.batch_size, address)
+                    )
                 except AnnotateError as error:  # the other configurations still run
                     runs.append({"engine": engine, "workers": count, "error": str(error)})
     finally:
         if started_ray:
             ray.shutdown()
-    return {"pipeline": args.pipeline, "texts": args.texts, "lines": len(texts), "shard_size": args.shard_size,
-            "runs": runs, "ratios": scaling_ratios(runs)}
+    return {
+        "pipeline": args.pipeline,
+        "texts": args.texts,
+        "lines": len(texts),
+        "shard_size": args.shard_size,
+        "runs": runs,
+        "ratios": scaling_ratios(runs),
+    }
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--pipeline", default="tl_fillm_sm", help="pipeline package or directory")
     parser.add_argument("--texts", default="assets/raw/alt-fil-wikinews.txt")
     parser.add_argument("--lines", type=int, default=500)
-    parser.add_argument("--engine", action="append", choices=["local", "ray"], default=None, help="repeat; default local and ray")
-    parser.add_argument("--workers", action="append", type=int, default=None, help="processes or actors (repeat; default 1 and 2)")
+    parser.add_argument(
+        "--engine", action="append", choices=["local", "ray"], default=None, help="repeat; default local and ray"
+    )
+    parser.add_argument(
+        "--workers", action="append", type=int, default=None, help="processes or actors (repeat; default 1 and 2)"
+    )
     parser.add_argument("--shard-size", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's nlp.batch_size")
     parser.add_argument("--address", default=None, help="an existing Ray cluster; default: a local one")

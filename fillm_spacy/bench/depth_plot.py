@@ -8,6 +8,7 @@ Each run is one point, labelled by its name; the baseline is its own point (matp
 runs.json: [{"name": "frozen 4+8+12", "words_per_second": 260, "pos_acc": 92.1, "dep_las": 68.0,
 "baseline": false}, ...] (scores in %; one entry with "baseline": true).
 """
+
 import argparse
 import json
 from pathlib import Path
@@ -24,15 +25,21 @@ def plot_depth_curve(runs: List[Dict], output: Path) -> Path:
         import matplotlib.ticker
     except ImportError as err:
         raise SystemExit('The depth plot needs matplotlib: pip install -e ".[plots]"') from err
-    missing = [r.get("name", "?") for r in runs if not all(k in r for k in ("name", "words_per_second", "pos_acc", "dep_las"))]
+    missing = [
+        r.get("name", "?") for r in runs if not all(k in r for k in ("name", "words_per_second", "pos_acc", "dep_las"))
+    ]
     if missing or not runs:
-        raise ValueError(f"Each run needs name, words_per_second, pos_acc and dep_las; incomplete: {missing or 'no runs'}")
+        raise ValueError(
+            f"Each run needs name, words_per_second, pos_acc and dep_las; incomplete: {missing or 'no runs'}"
+        )
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
     for axis, key, title in ((axes[0], "dep_las", "held-out LAS"), (axes[1], "pos_acc", "held-out UPOS")):
         for run in runs:
             style = dict(marker="s", color="black") if run.get("baseline") else dict(marker="o", color="tab:blue")
             axis.scatter(run["words_per_second"], run[key], **style)
-            axis.annotate(run["name"], (run["words_per_second"], run[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            axis.annotate(
+                run["name"], (run["words_per_second"], run[key]), textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
         axis.set_xscale("log")
         speeds = [run["words_per_second"] for run in runs]
         axis.set_xlim(min(speeds) / 1.6, max(speeds) * 2.5)  # room for the labels

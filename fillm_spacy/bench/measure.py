@@ -1,6 +1,7 @@
 """Measurements behind `python -m fillm_spacy.bench`: each returns a JSON-ready dict and is meant to
 run alone in a fresh interpreter (see cli.in_subprocess), so that peak RSS is that of one job.
 """
+
 import resource
 import time
 from pathlib import Path
@@ -29,8 +30,12 @@ def machine() -> Dict:
     from ..layers.precision import cpu_info
 
     name, flags = cpu_info()
-    return {"cpu": name or platform.processor() or platform.machine(), "cpu_flags": [f for f in CPU_FLAGS if f in flags],
-            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    return {
+        "cpu": name or platform.processor() or platform.machine(),
+        "cpu_flags": [f for f in CPU_FLAGS if f in flags],
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def encoder_precision(nlp, int8: bool) -> str:
@@ -53,8 +58,16 @@ def directory_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2**20
 
 
-def measure_pipe(pipeline: str, texts_path: str, n_lines: int, batch_size: Optional[int], n_process: int, int8: bool,
-                 precision: Optional[str] = None, compiled: Optional[bool] = None) -> Dict:
+def measure_pipe(
+    pipeline: str,
+    texts_path: str,
+    n_lines: int,
+    batch_size: Optional[int],
+    n_process: int,
+    int8: bool,
+    precision: Optional[str] = None,
+    compiled: Optional[bool] = None,
+) -> Dict:
     """Words per second of nlp.pipe, load time and peak RSS of one loaded pipeline, in this process.
 
     batch_size None: the pipeline's own `nlp.batch_size` (what `nlp.pipe` uses by default).
@@ -138,10 +151,14 @@ def measure_train(config: str, train: str, dev: str, steps: int, overrides: Dict
     from spacy.training import Corpus
     from spacy.training.initialize import init_nlp
 
-    cfg = spacy.util.load_config(config, overrides={"paths.train": train, "paths.dev": dev, **overrides}, interpolate=False)
+    cfg = spacy.util.load_config(
+        config, overrides={"paths.train": train, "paths.dev": dev, **overrides}, interpolate=False
+    )
     nlp = init_nlp(cfg)
     # The optimizer as `spacy train` builds it (its schedules refer to other settings).
-    optimizer = spacy.util.registry.resolve({"optimizer": nlp.config.interpolate()["training"]["optimizer"]})["optimizer"]
+    optimizer = spacy.util.registry.resolve({"optimizer": nlp.config.interpolate()["training"]["optimizer"]})[
+        "optimizer"
+    ]
     examples = list(Corpus(train)(nlp))
     batches = spacy.util.minibatch(examples * 10, size=8)
     n_words = 0
@@ -192,5 +209,3 @@ def measure_encoder(model: str, texts_path: str, n_lines: int, last_layer: int, 
         "train_pieces_per_second": round(n_pieces / train_s, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-
-

@@ -21,6 +21,7 @@ left out (a few percent at most). "flops" counts the windows' own pieces; "flops
 counts what the length-grouped forward passes computed (windows right-padded to the longest of
 their group), the work the hardware actually did.
 """
+
 import contextlib
 import time
 from pathlib import Path
@@ -112,8 +113,9 @@ def matmul_peak(dtype, size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def measure_profile(pipeline: str, texts_path: str, n_lines: int, precision: Optional[str] = None,
-                    matmul_size: int = 2048) -> Dict:
+def measure_profile(
+    pipeline: str, texts_path: str, n_lines: int, precision: Optional[str] = None, matmul_size: int = 2048
+) -> Dict:
     """Per-component seconds of one loaded pipeline over `n_lines` texts, and the LLM layers'
     pieces, FLOPs (module doc), seconds and achieved GFLOP/s against the measured matmul peak.
 
@@ -173,7 +175,8 @@ def measure_profile(pipeline: str, texts_path: str, n_lines: int, precision: Opt
         "words_per_second": round(n_words / total, 1),
         "components": components,
         "matmul_peak_gflop_per_second": {
-            "size": matmul_size, **{dtype: round(value, 1) for dtype, value in peaks.items()},
+            "size": matmul_size,
+            **{dtype: round(value, 1) for dtype, value in peaks.items()},
         },
         "llm": llm_summary(recorders, peaks, n_words, inference_dtype) if recorders else None,
     }
@@ -189,20 +192,30 @@ def llm_summary(recorders: List[LayerRecorder], peaks: Dict[str, float], n_words
         device = next(module.llm.decoder.parameters()).device
         dtype = "bfloat16" if inference_dtype(module.precision, device) == torch.bfloat16 else "float32"
         config = recorder.config
-        encoders.append({
-            "computes_in": dtype,
-            "layers_run": max(recorder.layers_run, default=module.last_layer),
-            "config": {key: getattr(config, key, None) for key in (
-                "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")},
-            "linear_parameters_per_layer": linear_parameters_per_layer(config),
-            "seconds": recorder.seconds,
-            "pieces": recorder.pieces,
-            "padded_pieces": recorder.padded_pieces,
-            "windows": recorder.windows,
-            "forward_passes": recorder.forward_passes,
-            "flops": recorder.flops,
-            "flops_with_padding": recorder.flops_with_padding,
-        })
+        encoders.append(
+            {
+                "computes_in": dtype,
+                "layers_run": max(recorder.layers_run, default=module.last_layer),
+                "config": {
+                    key: getattr(config, key, None)
+                    for key in (
+                        "hidden_size",
+                        "intermediate_size",
+                        "num_attention_heads",
+                        "num_key_value_heads",
+                        "head_dim",
+                    )
+                },
+                "linear_parameters_per_layer": linear_parameters_per_layer(config),
+                "seconds": recorder.seconds,
+                "pieces": recorder.pieces,
+                "padded_pieces": recorder.padded_pieces,
+                "windows": recorder.windows,
+                "forward_passes": recorder.forward_passes,
+                "flops": recorder.flops,
+                "flops_with_padding": recorder.flops_with_padding,
+            }
+        )
     seconds = sum(e["seconds"] for e in encoders)
     pieces = sum(e["pieces"] for e in encoders)
     flops = sum(e["flops"] for e in encoders)

@@ -7,6 +7,7 @@ the package's own torch modules (`LLMEncoderModule`, `BiaffineDependencyModel`, 
 pieces conversion and the MST decoder) with torch's AdamW, so LoRA and full fine-tuning differ
 only in which parameters train. Used by `python -m fillm_spacy.bench scale`.
 """
+
 import time
 from typing import Dict, List, Optional
 
@@ -15,13 +16,27 @@ import torch
 # SeaLLMs/SeaLLM-7B-v2.5 config.json (GemmaForCausalLM).
 PRESETS: Dict[str, Dict[str, object]] = {
     "seallm-7b-v2.5": dict(
-        hidden_size=3072, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=16, head_dim=256,
-        intermediate_size=24576, vocab_size=256000, max_position_embeddings=8192, rms_norm_eps=1e-6,
-        hidden_activation="gelu_pytorch_tanh", rope_theta=10000.0,
+        hidden_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        head_dim=256,
+        intermediate_size=24576,
+        vocab_size=256000,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh",
+        rope_theta=10000.0,
     ),
     "tiny": dict(
-        hidden_size=64, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-        intermediate_size=128, vocab_size=2000, max_position_embeddings=512,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        intermediate_size=128,
+        vocab_size=2000,
+        max_position_embeddings=512,
     ),
 }
 N_LABELS = 40  # about the number of UD relations (with subtypes) in NewsCrawl
@@ -61,7 +76,13 @@ def random_base_llm(preset: str, tokenizer, device: str, dtype: str):
     model.requires_grad_(False)
     model.eval()
     fingerprint = {"name": f"random:{preset}", "model_type": config.model_type}
-    return BaseLLM(name=f"random:{preset}", path="", model=model, tokenizer=VocabClampedTokenizer(tokenizer, config.vocab_size), fingerprint=fingerprint)
+    return BaseLLM(
+        name=f"random:{preset}",
+        path="",
+        model=model,
+        tokenizer=VocabClampedTokenizer(tokenizer, config.vocab_size),
+        fingerprint=fingerprint,
+    )
 
 
 def load_tokenizer(path: Optional[str], texts: List[str]):
@@ -89,16 +110,21 @@ def word_batches(docs, words_per_batch: int):
         yield batch
 
 
-def parser_loss(arcs: List[torch.Tensor], labels: List[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-    """Arc and label cross-entropy against random heads/labels (the cost does not depend on them)."""
-    total = arcs[0].new_zeros((), dtype=torch.float32)
-    for arc, label in zip(arcs, labels):
-        n = arc.shape[0] - 1
-        heads = torch.randint(0, n + 1, (n,), generator=generator).to(arc.device)
-        gold_labels = torch.randint(0, label.shape[-1], (n,), generator=generator).to(arc.device)
-        total = total + torch.nn.functional.cross_entropy(arc[1:].float(), heads, reduction="sum")
-        chosen = label[1:][torch.arange(n, device=arc.device), heads]
-        total = total + torch.nn.functional.cross_entropy(chosen.float(), gold_labels, reduction="sum")
+def parser_loss(groups, generator: torch.Generator) -> torch.Tensor:
+    """The parser's own loss (BiaffineDependencyModel.loss) against random heads and labels:
+    its cost does not depend on them."""
+    from ..layers.biaffine import BiaffineDependencyModel
+
+    total = None
+    for group in groups:
+        lengths = torch.as_tensor(group.lengths)
+        longest = int(lengths.max())
+        heads = (torch.rand((len(group.lengths), longest), generator=generator) * (lengths[:, None] + 1)).long()
+        heads = torch.where(heads == torch.arange(1, longest + 1)[None, :], 0, heads)  # never itself
+        heads = torch.where(torch.arange(longest)[None, :] < lengths[:, None], heads, -100)
+        labels = torch.randint(0, group.labels.shape[-1], heads.shape, generator=generator).masked_fill(heads < 0, -100)
+        loss = BiaffineDependencyModel.loss(group, heads, labels)
+        total = loss if total is None else total + loss
     return total
 
 
@@ -117,10 +143,11 @@ def measure_scale(
     """One training configuration ('lora' or 'full') and, optionally, inference; see module doc."""
     import spacy
 
-    from ..layers.biaffine import MAX_SENTENCE_TOKENS, BiaffineDependencyModel
+    from ..layers.biaffine import BiaffineDependencyModel
     from ..layers.encoder_batch import docs_to_batch
     from ..layers.llm_encoder_module import LLMEncoderModule
     from ..models.adapters import add_lora_adapter
+    from ..pipeline.parser import MAX_SENTENCE_TOKENS
 
     on_gpu = device.startswith("cuda")
     nlp = spacy.blank("tl")
@@ -143,21 +170,28 @@ def measure_scale(
     parser = BiaffineDependencyModel(256, N_LABELS, 500, 100, 0.33).to(device)
     convert = docs_to_batch(llm, window=256, stride=192, causal=True, pooling="last")
     # Full fine-tuning trains the base weights too; LoRA only the adapter and the encoder's own modules.
-    encoder_params = encoder.parameters() if training == "full" else (p for _, p in encoder.trainable_named_parameters())
+    encoder_params = (
+        encoder.parameters() if training == "full" else (p for _, p in encoder.trainable_named_parameters())
+    )
     trainable = [p for p in encoder_params if p.requires_grad] + list(parser.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=on_gpu)
     generator = torch.Generator().manual_seed(0)
 
     def autocast():
-        return torch.autocast(device_type="cuda" if on_gpu else "cpu", dtype=getattr(torch, dtype), enabled=dtype != "float32")
+        return torch.autocast(
+            device_type="cuda" if on_gpu else "cpu", dtype=getattr(torch, dtype), enabled=dtype != "float32"
+        )
 
     def sync():
         if on_gpu:
             torch.cuda.synchronize()
 
     result: Dict[str, object] = {
-        "preset": preset, "device": torch.cuda.get_device_name() if on_gpu else "cpu", "dtype": dtype,
-        "training": training, "of_layers": n_layers,
+        "preset": preset,
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "dtype": dtype,
+        "training": training,
+        "of_layers": n_layers,
         "trainable_parameters": sum(p.numel() for p in trainable),
         "model_parameters": sum(p.numel() for p in llm.model.parameters()),
     }
@@ -183,8 +217,7 @@ def measure_scale(
             with autocast():
                 tokens = encoder(*inputs.args)
                 lengths = [len(doc) for doc in batch]
-                arcs, labels = parser(tokens, lengths)
-                loss = parser_loss(arcs, labels, generator)
+                loss = parser_loss(parser(tokens, lengths), generator)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -227,9 +260,10 @@ def measure_inference(encoder, parser, convert, docs, autocast, sync, on_gpu) ->
     with torch.inference_mode(), autocast():
         for batch in word_batches(docs, 2000):
             inputs, _ = convert(None, batch, False)
-            arcs, _ = parser(encoder(*inputs.args), [len(doc) for doc in batch])
-            for arc in arcs:
-                decode_tree(arc.float().cpu().numpy())
+            for group in parser(encoder(*inputs.args), [len(doc) for doc in batch]):
+                arcs = group.arcs.float().cpu().numpy()
+                for row, n in enumerate(group.lengths):
+                    decode_tree(arcs[row, : n + 1, : n + 1])
             n_words += sum(len(doc) for doc in batch)
     sync()
     seconds = time.perf_counter() - start

@@ -19,10 +19,12 @@ The modules behind it: `runner` (spacy evaluate, predictions, generative runs), 
 (per-sentence counts mirroring spaCy's Scorer), `stats` (paired bootstrap, paired t-test),
 `report` (the comparison and its markdown), `published` (calamanCy's published numbers).
 """
+
 import argparse
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+from ..logs import setup_cli_logging
 from .report import report
 from .runner import evaluate
 
@@ -37,7 +39,10 @@ def _named(value: str) -> Tuple[str, str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.evaluation.compare", description=__doc__.split("\n")[0])
+    setup_cli_logging()
+    parser = argparse.ArgumentParser(
+        prog="python -m fillm_spacy.evaluation.compare", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     ev = commands.add_parser("evaluate", help="spacy evaluate of every pipeline on every test set")
@@ -47,17 +52,31 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ev.add_argument("--gpu-id", type=int, default=-1)
 
     rep = commands.add_parser("report", help="markdown table with paired significance tests")
-    rep.add_argument("--system", type=_named, action="append", required=True,
-                     help="NAME=PATH of a system under test, repeatable (each is compared with each baseline)")
+    rep.add_argument(
+        "--system",
+        type=_named,
+        action="append",
+        required=True,
+        help="NAME=PATH of a system under test, repeatable (each is compared with each baseline)",
+    )
     rep.add_argument("--baseline", type=_named, action="append", required=True, help="NAME=PATH, repeatable")
     rep.add_argument("--test-dir", type=Path, required=True)
     rep.add_argument("--metrics-dir", type=Path, required=True, help="where `evaluate` wrote its JSON")
     rep.add_argument("--output", type=Path, required=True)
     rep.add_argument("--json-output", type=Path, default=None)
-    rep.add_argument("--generative", type=_named, action="append", default=[],
-                     help="NAME=RESULT.json of `fillm_spacy.llm.finetune evaluate --predictions`, repeatable")
-    rep.add_argument("--generative-dir", type=Path, default=None,
-                     help="every NAME.json with predictions here joins as --generative NAME=... (absent: none)")
+    rep.add_argument(
+        "--generative",
+        type=_named,
+        action="append",
+        default=[],
+        help="NAME=RESULT.json of `fillm_spacy.llm.finetune evaluate --predictions`, repeatable",
+    )
+    rep.add_argument(
+        "--generative-dir",
+        type=Path,
+        default=None,
+        help="every NAME.json with predictions here joins as --generative NAME=... (absent: none)",
+    )
     rep.add_argument("--n-resamples", type=int, default=10000)
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--confidence", type=float, default=0.95)
@@ -72,11 +91,26 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             parser.error(f"duplicate pipeline names: {names}")
         evaluate(args.pipeline, args.test_dir, args.output_dir, args.gpu_id)
     else:
-        names = [name for name, _ in args.system] + [name for name, _ in args.baseline] + [name for name, _ in args.generative]
+        names = (
+            [name for name, _ in args.system]
+            + [name for name, _ in args.baseline]
+            + [name for name, _ in args.generative]
+        )
         if len(set(names)) != len(names):
             parser.error(f"duplicate system names: {names}")
-        report(args.system, args.baseline, args.test_dir, args.metrics_dir, args.output, args.json_output,
-               generative=args.generative, n_resamples=args.n_resamples, seed=args.seed, confidence=args.confidence, gpu_id=args.gpu_id)
+        report(
+            args.system,
+            args.baseline,
+            args.test_dir,
+            args.metrics_dir,
+            args.output,
+            args.json_output,
+            generative=args.generative,
+            n_resamples=args.n_resamples,
+            seed=args.seed,
+            confidence=args.confidence,
+            gpu_id=args.gpu_id,
+        )
 
 
 if __name__ == "__main__":

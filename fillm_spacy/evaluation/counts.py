@@ -6,6 +6,7 @@ paired tests resample.
 Every test DocBin holds one sentence per doc (calamanCy's `-n 1` protocol), so "per doc" is
 "per sentence".
 """
+
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 

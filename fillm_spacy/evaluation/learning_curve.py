@@ -15,6 +15,7 @@ all of it; at least `min_steps`); the seed also seeds training. tl_fillm_sm is t
 data only here: its shipped recipe adds silver text annotated by a tl_fillm_lg trained on all
 the data. Runs whose model already exists are kept, so an interrupted run resumes.
 """
+
 import json
 import logging
 import random
@@ -26,6 +27,7 @@ from typing import Dict, List, Optional, Sequence
 
 import typer
 
+from ..logs import setup_cli_logging
 from .runner import evaluate
 
 log = logging.getLogger("fillm_spacy.learning_curve")
@@ -36,8 +38,11 @@ PIPELINES = ("baseline", "tl_fillm_sm", "tl_fillm_lg")
 FULL_STEPS = {"tl_fillm_lg": 3000, "tl_fillm_sm": 3000, "baseline": 1600, "baseline_ner": 1000}
 EVAL_FREQUENCY = {"tl_fillm_lg": 250, "tl_fillm_sm": 250, "baseline": 200, "baseline_ner": 200}
 # Scores of the plot and table: (spaCy score key, test set stem, label).
-SCORES = (("pos_acc", "ud-newscrawl-heldout", "UPOS"), ("dep_las", "ud-newscrawl-heldout", "LAS"),
-          ("ents_f", "ner-wikiann", "NER F (WikiANN)"))
+SCORES = (
+    ("pos_acc", "ud-newscrawl-heldout", "UPOS"),
+    ("dep_las", "ud-newscrawl-heldout", "LAS"),
+    ("ents_f", "ner-wikiann", "NER F (WikiANN)"),
+)
 
 
 @dataclass
@@ -80,39 +85,66 @@ def scaled(full: int, share: float, min_steps: int) -> int:
     return max(min_steps, round(full * share))
 
 
-def train_commands(point: Point, data: Dict[str, Path], out: Path, share: float, ner_share: float,
-                   base_model: str, configs: Path, min_steps: int, gpu_id: int) -> List[List[str]]:
+def train_commands(
+    point: Point,
+    data: Dict[str, Path],
+    out: Path,
+    share: float,
+    ner_share: float,
+    model: str,
+    configs: Path,
+    min_steps: int,
+    gpu_id: int,
+) -> List[List[str]]:
     """The `spacy train` (and assemble) commands of one point, as project.yml runs them."""
     train = [sys.executable, "-m", "spacy", "train"]
-    common = ["--paths.dev", str(data["dev"]), "--paths.vectors", str(data["vectors"]),
-              "--system.seed", str(point.seed), "--gpu-id", str(gpu_id)]
+    common = {"paths.vectors": data["vectors"], "system.seed": point.seed, "gpu-id": gpu_id}
 
-    def budget(kind: str, data_share: float) -> List[str]:
+    def budget(kind: str, data_share: float) -> Dict[str, int]:
         steps = scaled(FULL_STEPS[kind], data_share, min_steps)
         frequency = max(25, round(EVAL_FREQUENCY[kind] * steps / FULL_STEPS[kind]))
-        return ["--training.max_steps", str(steps), "--training.eval_frequency", str(frequency)]
+        return {"training.max_steps": steps, "training.eval_frequency": frequency}
 
     if point.pipeline == "baseline":
+        syntax = {"paths.train": data["train"], "paths.dev": data["dev"], **budget("baseline", share)}
+        ner = {"paths.train": data["ner_train"], "paths.dev": data["ner_dev"], **budget("baseline_ner", ner_share)}
         return [
-            train + [str(configs / "baseline_parser.cfg"), "--output", str(out / "parser"), "--nlp.lang", "tl",
-                     "--paths.train", str(data["train"])] + common + budget("baseline", share),
-            train + [str(configs / "baseline_ner.cfg"), "--output", str(out / "ner"), "--nlp.lang", "tl",
-                     "--paths.train", str(data["ner_train"]), "--paths.dev", str(data["ner_dev"]),
-                     "--paths.vectors", str(data["vectors"]), "--system.seed", str(point.seed),
-                     "--gpu-id", str(gpu_id)] + budget("baseline_ner", ner_share),
-            [sys.executable, "-m", "spacy", "assemble", str(configs / "baseline_assemble.cfg"), str(out / "model"),
-             "--paths.parser_model", str(out / "parser" / "model-best"),
-             "--paths.ner_model", str(out / "ner" / "model-best")],
+            [*train, str(configs / "baseline_parser.cfg"), "--output", str(out / "parser"), "--nlp.lang", "tl"]
+            + flags({**syntax, **common}),
+            [*train, str(configs / "baseline_ner.cfg"), "--output", str(out / "ner"), "--nlp.lang", "tl"]
+            + flags({**ner, **common}),
+            [sys.executable, "-m", "spacy", "assemble", str(configs / "baseline_assemble.cfg"), str(out / "model")]
+            + flags(
+                {"paths.parser_model": out / "parser" / "model-best", "paths.ner_model": out / "ner" / "model-best"}
+            ),
         ]
     config = configs / ("tl_fillm_lg.cfg" if point.pipeline == "tl_fillm_lg" else "tl_fillm_sm.cfg")
-    return [train + [str(config), "--output", str(out), "--paths.train", str(data["train"]),
-                     "--paths.ner_train", str(data["ner_train"]), "--paths.ner_dev", str(data["ner_dev"]),
-                     "--components.tok2vec.model.model_name", base_model] + common + budget(point.pipeline, share)]
+    settings = {
+        "paths.train": data["train"],
+        "paths.dev": data["dev"],
+        "paths.ner_train": data["ner_train"],
+        "paths.ner_dev": data["ner_dev"],
+        "components.tok2vec.model.model_name": model,
+        **common,
+        **budget(point.pipeline, share),
+    }
+    return [[*train, str(config), "--output", str(out), *flags(settings)]]
+
+
+def flags(settings: Dict[str, object]) -> List[str]:
+    """{"paths.dev": x, ...} as command-line overrides: ["--paths.dev", "x", ...]."""
+    return [part for key, value in settings.items() for part in (f"--{key}", str(value))]
 
 
 def model_path(point: Point, root: Path) -> Path:
     out = root / "runs" / point.name
     return out / "model" if point.pipeline == "baseline" else out / "model-best"
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit status 2 (a usage error)."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=2)
 
 
 def parse_sizes(value: str) -> List[Optional[int]]:
@@ -124,7 +156,7 @@ def parse_sizes(value: str) -> List[Optional[int]]:
         elif part.isdigit() and int(part) > 0:
             sizes.append(int(part))
         else:
-            raise typer.BadParameter(f"sizes are positive whole numbers or 'all', got {part!r}")
+            fail(f"--sizes takes positive whole numbers or 'all', got {part!r}")
     return sizes
 
 
@@ -142,23 +174,23 @@ def run(
     vectors: Path = typer.Option(Path("vectors/floret-tl")),
     test_dir: Path = typer.Option(Path("corpus/test")),
     configs: Path = typer.Option(Path("configs")),
-    base_model: str = typer.Option("gemma3-270m"),
+    model: str = typer.Option("gemma3-270m", help="base model of the tl_fillm pipelines"),
     min_steps: int = typer.Option(200, help="no point trains fewer steps"),
     gpu_id: int = typer.Option(-1),
 ):
     """Train and evaluate every point that has no model yet."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    setup_cli_logging()
     size_list = parse_sizes(sizes)
     shares = [float(s) for s in ner_shares.split(",")]
     if len(shares) != len(size_list) or not all(0 < s <= 1 for s in shares):
-        raise typer.BadParameter("give one NER share in (0, 1] per size", param_hint="--ner-shares")
+        fail("--ner-shares takes one share in (0, 1] per size")
     chosen = [p.strip() for p in pipelines.split(",")]
     unknown = [p for p in chosen if p not in PIPELINES]
     if unknown:
-        raise typer.BadParameter(f"unknown pipelines {unknown}; choose from {PIPELINES}", param_hint="--pipelines")
+        fail(f"--pipelines: unknown {unknown}; choose from {PIPELINES}")
     for path in (train, dev, ner_train, ner_dev, vectors, test_dir, configs):
         if not path.exists():
-            raise typer.BadParameter(f"{path} does not exist (run the workflow's setup, convert and train-vectors first)")
+            fail(f"{path} does not exist: run the workflow's setup, convert and train-vectors first")
     total = count_docs(train)
     seed_list = [int(s) for s in seeds.split(",")]
     points = [
@@ -180,14 +212,19 @@ def run(
                 data["ner_train"] = output_dir / "data" / f"ner-train-{point.ner_share:g}-s{point.seed}.spacy"
                 subset(ner_train, data["ner_train"], None, point.ner_share, point.seed)
             out = output_dir / "runs" / point.name
-            for command in train_commands(point, data, out, share, point.ner_share, base_model, configs, min_steps, gpu_id):
+            for command in train_commands(point, data, out, share, point.ner_share, model, configs, min_steps, gpu_id):
                 log.info("%s: %s", point.name, " ".join(command[1:]))
                 with open(out.parent / f"{point.name}.log", "a") as stream:
                     subprocess.run(command, check=True, stdout=stream, stderr=subprocess.STDOUT)
         if not (output_dir / "metrics" / point.name).exists():
             evaluate([(point.name, str(model))], test_dir, output_dir / "metrics")
-        meta = {"pipeline": point.pipeline, "size": point.size or total, "all": point.size is None,
-                "seed": point.seed, "ner_share": point.ner_share}
+        meta = {
+            "pipeline": point.pipeline,
+            "size": point.size or total,
+            "all": point.size is None,
+            "seed": point.seed,
+            "ner_share": point.ner_share,
+        }
         (output_dir / "metrics" / point.name / "point.json").write_text(json.dumps(meta) + "\n")
 
 
@@ -226,9 +263,12 @@ def table(grouped: Dict) -> str:
     sizes = sorted({k[1] for k in grouped})
     lines = []
     for _, _, label in SCORES:
-        lines += [f"**{label}** (mean over seeds; range in brackets)", "",
-                  "| sentences | NER docs | " + " | ".join(pipelines) + " | lg − baseline |",
-                  "|---:|---:|" + "---:|" * (len(pipelines) + 1)]
+        lines += [
+            f"**{label}** (mean over seeds; range in brackets)",
+            "",
+            "| sentences | NER docs | " + " | ".join(pipelines) + " | lg − baseline |",
+            "|---:|---:|" + "---:|" * (len(pipelines) + 1),
+        ]
         for size in sizes:
             cells, means = [], {}
             share = next(grouped[(p, size)]["ner_share"] for p in pipelines if (p, size) in grouped)
@@ -241,8 +281,11 @@ def table(grouped: Dict) -> str:
                     cells.append(f"{values[0]:.2f}")
                 else:
                     cells.append(f"{means[p]:.2f} [{min(values):.2f}, {max(values):.2f}]")
-            gap = (f"{means['tl_fillm_lg'] - means['baseline']:+.2f}"
-                   if means.get("tl_fillm_lg") is not None and means.get("baseline") is not None else "–")
+            gap = (
+                f"{means['tl_fillm_lg'] - means['baseline']:+.2f}"
+                if means.get("tl_fillm_lg") is not None and means.get("baseline") is not None
+                else "–"
+            )
             lines.append(f"| {size} | {share:.0%} | " + " | ".join(cells) + f" | {gap} |")
         lines.append("")
     return "\n".join(lines)
@@ -285,7 +328,7 @@ def report(
     """The table (markdown) and the plot (PNG) of every evaluated point."""
     rows = collect(output_dir)
     if not rows:
-        raise typer.BadParameter(f"no evaluated points under {output_dir}/metrics: run `run` first")
+        fail(f"no evaluated points under {output_dir}/metrics: run `run` first")
     grouped = summarize(rows)
     table_output.parent.mkdir(parents=True, exist_ok=True)
     table_output.write_text(table(grouped))

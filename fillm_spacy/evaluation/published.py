@@ -1,12 +1,13 @@
 """calamanCy's published scores (published.json, package data), matched to our test sets by name:
 shown in their own column of the compare report, never mixed with what was measured here."""
+
 import functools
 import json
 from importlib import resources
 from typing import Dict, Optional
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def published_scores() -> Dict:
     """published.json: the model, its label in the report, the source, and per test set name
     ("ud-<name>" / "ner-<name>") the dataset and its scores."""

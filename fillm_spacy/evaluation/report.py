@@ -11,7 +11,9 @@ values and the bootstrap) keep spaCy's convention (0.0), so they equal `spacy ev
 Per-sentence means weight sentences equally and corpus scores weight tokens or entities equally,
 so the two tests can disagree, even in sign.
 """
+
 import json
+import logging
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +23,8 @@ from .counts import METRICS, counts_array
 from .published import published_for, published_scores
 from .runner import collect_counts, find_test_sets, load_generative
 from .stats import paired_bootstrap, paired_t_test, per_item_scores
+
+log = logging.getLogger("fillm_spacy.compare")
 
 # The metrics each generative task is scored on (fillm_spacy.llm.finetune evaluate).
 GENERATIVE_METRICS = {"pos": ("pos_acc",), "ner": ("ents_p", "ents_r", "ents_f")}
@@ -52,18 +56,28 @@ def compare_test_set(
         # Nothing to score (e.g. UPOS on a NER-only test set): spaCy reports None; skip the row.
         if len(counts_a) == 0 or (counts_a.sum() == 0 and counts_b.sum() == 0):
             continue
-        boot = paired_bootstrap(counts_a, counts_b, metric.kind, n_resamples=n_resamples, seed=seed,
-                                confidence=confidence)
-        ttest = paired_t_test(per_item_scores(counts_a, metric.kind), per_item_scores(counts_b, metric.kind),
-                              confidence=confidence)
+        boot = paired_bootstrap(
+            counts_a, counts_b, metric.kind, n_resamples=n_resamples, seed=seed, confidence=confidence
+        )
+        ttest = paired_t_test(
+            per_item_scores(counts_a, metric.kind), per_item_scores(counts_b, metric.kind), confidence=confidence
+        )
         for name, ours in ((sys_name, boot.score_a), (base_name, boot.score_b)):
             reported = (spacy_scores.get(name) or {}).get(metric.key)
             if reported is not None and abs(reported - ours) > 1e-6:
                 warnings.append(f"{name} {metric.key}: spacy evaluate {reported:.6f}, per-sentence counts {ours:.6f}")
         rows.append({"metric": metric.key, "label": metric.label, "bootstrap": asdict(boot), "t_test": asdict(ttest)})
     speeds = {name: (spacy_scores.get(name) or {}).get("speed") for name in (sys_name, base_name)}
-    return {"test_set": test_name, "n_docs": len(sys_docs), "system": sys_name, "baseline": base_name,
-            "rows": rows, "speed": speeds, "published": published_for(test_name), "warnings": warnings}
+    return {
+        "test_set": test_name,
+        "n_docs": len(sys_docs),
+        "system": sys_name,
+        "baseline": base_name,
+        "rows": rows,
+        "speed": speeds,
+        "published": published_for(test_name),
+        "warnings": warnings,
+    }
 
 
 def _pct(value: Optional[float]) -> str:
@@ -165,24 +179,41 @@ def report(
             spacy_scores[name] = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
         for sys_name, _ in systems:
             for base_name, _ in baselines:
-                results.append(compare_test_set(
-                    path.stem, (sys_name, counts[sys_name][path.stem]), (base_name, counts[base_name][path.stem]),
-                    spacy_scores, n_resamples=n_resamples, seed=seed, confidence=confidence,
-                ))
+                results.append(
+                    compare_test_set(
+                        path.stem,
+                        (sys_name, counts[sys_name][path.stem]),
+                        (base_name, counts[base_name][path.stem]),
+                        spacy_scores,
+                        n_resamples=n_resamples,
+                        seed=seed,
+                        confidence=confidence,
+                    )
+                )
     for gen_name, gen in generated.items():
         task = gen["result"]["task"]
         span = gen["result"].get("range") or "all"
-        test_name = f"{gen['test'].stem} docs {span}" + (f" (first {gen['result']['limit']})" if gen["result"].get("limit") else "")
+        test_name = f"{gen['test'].stem} docs {span}" + (
+            f" (first {gen['result']['limit']})" if gen["result"].get("limit") else ""
+        )
         for name, _ in pipelines:
             pipeline_counts = counts[name][gen["test"].stem]
-            results.append(compare_test_set(
-                f"{test_name}, generative", (gen_name, gen["counts"]), (name, [pipeline_counts[i] for i in gen["indices"]]),
-                {}, n_resamples=n_resamples, seed=seed, confidence=confidence, metrics=GENERATIVE_METRICS[task],
-            ))
+            results.append(
+                compare_test_set(
+                    f"{test_name}, generative",
+                    (gen_name, gen["counts"]),
+                    (name, [pipeline_counts[i] for i in gen["indices"]]),
+                    {},
+                    n_resamples=n_resamples,
+                    seed=seed,
+                    confidence=confidence,
+                    metrics=GENERATIVE_METRICS[task],
+                )
+            )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_markdown(results, n_resamples=n_resamples, seed=seed, confidence=confidence))
-    print(f"[compare] wrote {output}")
+    log.info(f"wrote {output}")
     if json_output is not None:
         json_output.write_text(json.dumps(results, indent=2))
-        print(f"[compare] wrote {json_output}")
+        log.info(f"wrote {json_output}")
     return results

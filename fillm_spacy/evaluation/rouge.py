@@ -11,6 +11,7 @@ difference system − lead-1: its 95% interval and p-value.
 rouge-score's default tokenizer keeps only [a-z0-9] and so drops every word with a letter such as
 "ñ" or "é" partly, and non-Latin scripts entirely; `UnicodeWordTokenizer` keeps them.
 """
+
 import argparse
 import json
 import sys
@@ -74,14 +75,18 @@ def summarize(texts: Sequence[str], lang: str, config: Dict[str, Any]) -> List[s
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.evaluation.rouge", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fillm_spacy.evaluation.rouge", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--data", required=True, help='JSONL with {"doc_id", "text", "summary"}')
     parser.add_argument("--range", help="START:END slice of the records (a held-out split)")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--mode", default="abstractive", choices=("lead", "centrality", "abstractive"))
     parser.add_argument("--predictions", help='JSONL {"doc_id", "prediction"} to score instead of running --mode')
     parser.add_argument("--max-sentences", type=int, default=1, help="lead/centrality: sentences per summary")
-    parser.add_argument("--model-name", default="gemma3-270m")
+    parser.add_argument(
+        "--model", "--model-name", dest="model", default="gemma3-270m", help="base model of the abstractive mode"
+    )
     parser.add_argument("--adapter", help="abstractive: LoRA adapter directory (finetune --task headline)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--max-input-pieces", type=int, default=768)
@@ -110,8 +115,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         system_config = {"mode": args.mode, "batch_size": args.batch_size}
         if args.mode == "abstractive":
             system_config.update(
-                model_name=args.model_name, adapter=args.adapter, max_new_tokens=args.max_new_tokens,
-                max_input_pieces=args.max_input_pieces, chat_format=args.chat_format,
+                model_name=args.model,
+                adapter=args.adapter,
+                max_new_tokens=args.max_new_tokens,
+                max_input_pieces=args.max_input_pieces,
+                chat_format=args.chat_format,
             )
         else:
             system_config["max_sentences"] = args.max_sentences
@@ -126,21 +134,27 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "range": args.range,
         "n_docs": len(records),
         "tokenizer": "UnicodeWordTokenizer (lowercased Unicode letter/digit/mark runs), no stemming",
-        "system": {"name": system_name, "config": system_config, **mean_scores(system_rows),
-                   "seconds": round(system_seconds, 1),
-                   "empty_predictions": sum(1 for p in predictions if not p.strip())},
+        "system": {
+            "name": system_name,
+            "config": system_config,
+            **mean_scores(system_rows),
+            "seconds": round(system_seconds, 1),
+            "empty_predictions": sum(1 for p in predictions if not p.strip()),
+        },
         "lead1": {"name": "lead-1", **mean_scores(lead_rows)},
         "difference_f": {
             k: asdict(paired_bootstrap_mean([r[k]["f"] for r in system_rows], [r[k]["f"] for r in lead_rows]))
             for k in ROUGE_TYPES
         },
         "examples": [
-            {"doc_id": r["doc_id"], "reference": ref, "system": p, "lead1": l}
-            for r, ref, p, l in list(zip(records, references, predictions, lead_predictions))[:3]
+            {"doc_id": r["doc_id"], "reference": ref, "system": p, "lead1": lead}
+            for r, ref, p, lead in list(zip(records, references, predictions, lead_predictions))[:3]
         ],
     }
     if args.save_predictions:
-        srsly.write_jsonl(args.save_predictions, [{"doc_id": r["doc_id"], "prediction": p} for r, p in zip(records, predictions)])
+        srsly.write_jsonl(
+            args.save_predictions, [{"doc_id": r["doc_id"], "prediction": p} for r, p in zip(records, predictions)]
+        )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2, ensure_ascii=False))

@@ -1,7 +1,9 @@
 """Running the systems under comparison: `spacy evaluate` of every pipeline on every test set, the
 per-doc counts of a pipeline's predictions, and the per-doc counts of a generative run's saved
 predictions on the docs it covered."""
+
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,8 @@ from typing import Dict, List, Sequence, Tuple
 
 from ..readers.records import read_docs, select_range
 from .counts import doc_counts
+
+log = logging.getLogger("fillm_spacy.evaluate")
 
 
 def find_test_sets(test_dir: Path) -> List[Path]:
@@ -27,9 +31,19 @@ def evaluate(pipelines: Sequence[Tuple[str, str]], test_dir: Path, output_dir: P
         (output_dir / name).mkdir(parents=True, exist_ok=True)
         for test in find_test_sets(test_dir):
             out = output_dir / name / f"{test.stem}.json"
-            command = [sys.executable, "-m", "spacy", "evaluate", model, str(test), "--output", str(out),
-                       "--gpu-id", str(gpu_id)]
-            print("[evaluate] " + " ".join(command[1:]), flush=True)
+            command = [
+                sys.executable,
+                "-m",
+                "spacy",
+                "evaluate",
+                model,
+                str(test),
+                "--output",
+                str(out),
+                "--gpu-id",
+                str(gpu_id),
+            ]
+            log.info("" + " ".join(command[1:]))
             subprocess.run(command, check=True)
             written.append(out)
     return written

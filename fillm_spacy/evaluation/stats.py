@@ -11,6 +11,7 @@ evaluation (compare and ROUGE both use it).
 * `paired_t_test`: scipy.stats.ttest_rel on per-item scores (the FiLLM paper's test), with the t
   interval of the mean per-item difference.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence, Tuple
@@ -100,10 +101,14 @@ def paired_bootstrap(
         summed_b = np.stack([tp_b.sum(axis), fp_b.sum(axis), fn_b.sum(axis)], axis=-1)
         return metric_from_counts(summed_a, kind) - metric_from_counts(summed_b, kind)
 
-    scores = (float(metric_from_counts(counts_a.sum(axis=0), kind)), float(metric_from_counts(counts_b.sum(axis=0), kind)))
+    scores = (
+        float(metric_from_counts(counts_a.sum(axis=0), kind)),
+        float(metric_from_counts(counts_b.sum(axis=0), kind)),
+    )
     # Each count column is one paired sample: scipy resamples all six with the same indices.
-    return _bootstrap_difference((*counts_a.T, *counts_b.T), corpus_delta, scores,
-                                 n_resamples=n_resamples, seed=seed, confidence=confidence)
+    return _bootstrap_difference(
+        (*counts_a.T, *counts_b.T), corpus_delta, scores, n_resamples=n_resamples, seed=seed, confidence=confidence
+    )
 
 
 def paired_bootstrap_mean(
@@ -118,8 +123,14 @@ def paired_bootstrap_mean(
     a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"unpaired scores: {a.shape} vs {b.shape}")
-    return _bootstrap_difference((a, b), lambda x, y, axis: x.mean(axis) - y.mean(axis), (float(a.mean()), float(b.mean())),
-                                 n_resamples=n_resamples, seed=seed, confidence=confidence)
+    return _bootstrap_difference(
+        (a, b),
+        lambda x, y, axis: x.mean(axis) - y.mean(axis),
+        (float(a.mean()), float(b.mean())),
+        n_resamples=n_resamples,
+        seed=seed,
+        confidence=confidence,
+    )
 
 
 def _bootstrap_difference(
@@ -154,8 +165,9 @@ def _bootstrap_difference(
     extreme = np.count_nonzero(np.abs(deltas - observed) >= abs(observed) - tol)
     p_value = (extreme + 1) / (n_resamples + 1)
     interval = result.confidence_interval
-    return BootstrapResult(scores[0], scores[1], observed, float(interval.low), float(interval.high), float(p_value),
-                           n, n_resamples)
+    return BootstrapResult(
+        scores[0], scores[1], observed, float(interval.low), float(interval.high), float(p_value), n, n_resamples
+    )
 
 
 def paired_t_test(scores_a: Sequence[float], scores_b: Sequence[float], *, confidence: float = 0.95) -> TTestResult:
@@ -178,4 +190,6 @@ def paired_t_test(scores_a: Sequence[float], scores_b: Sequence[float], *, confi
         return TTestResult(mean, mean, mean, p_value, statistic, n)
     result = stats.ttest_rel(a, b)
     interval = result.confidence_interval(confidence)
-    return TTestResult(mean, float(interval.low), float(interval.high), float(result.pvalue), float(result.statistic), n)
+    return TTestResult(
+        mean, float(interval.low), float(interval.high), float(result.pvalue), float(result.statistic), n
+    )

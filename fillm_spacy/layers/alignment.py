@@ -6,6 +6,7 @@ every token gets exactly the pieces that cover its characters. (spacy-alignments
 two lists of strings; we already have exact offsets from the fast tokenizer, which also
 place byte-fallback pieces of an emoji on the emoji.)
 """
+
 from dataclasses import dataclass
 from typing import List, Sequence
 

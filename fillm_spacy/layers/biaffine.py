@@ -4,18 +4,21 @@ token vectors (from a tok2vec listener) ─► split into sentences, learned ROO
 dropout ─► four MLPs (arc-dep, arc-head, label-dep, label-head) ─► biaffine arc scorer
 (n+1 × n+1 per sentence) and biaffine label scorer (n+1 × n+1 × labels per sentence).
 
-The neural part is torch (wrapped with PyTorchWrapper_v3); losses and tree decoding live in
-the spaCy component (fillm_spacy.pipeline.parser), so gradients flow from the component through
-this model into the listener and from there into the encoder's LoRA adapter.
+The neural part is torch (wrapped with PyTorchWrapper_v3): scores and the training loss stay in
+torch on the padded groups, on the model's device. The spaCy component (fillm_spacy.pipeline.parser)
+chooses the sentences, builds the gold targets and decodes trees (only arc scores go to the host);
+the loss's backward flows through this model into the listener and from there into the encoder.
 """
+
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from spacy.tokens import Doc
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
-from thinc.types import Floats2d, Floats3d
+from thinc.types import Floats2d
 
 from .weights import module_to_bytes, tensors_from_bytes
 
@@ -60,9 +63,7 @@ class Biaffine(torch.nn.Module):
         """Change the number of outputs, keeping the weights of the outputs that stay."""
         if n_out == self.n_out:
             return
-        weight = torch.zeros(
-            (n_out, *self.weight.shape[1:]), dtype=self.weight.dtype, device=self.weight.device
-        )
+        weight = torch.zeros((n_out, *self.weight.shape[1:]), dtype=self.weight.dtype, device=self.weight.device)
         kept = min(n_out, self.n_out)
         weight[:kept] = self.weight.detach()[:kept]
         self.weight = torch.nn.Parameter(weight)
@@ -75,12 +76,28 @@ class Biaffine(torch.nn.Module):
         return torch.einsum("bxi,oij,byj->boxy", x, self.weight, y)
 
 
+@dataclass
+class ScoredGroup:
+    """Scores of a group of sentences padded to the longest (torch, on the model's device).
+
+    sentences: the sentences' indices in the batch; lengths: their tokens. arcs[g, d, h] scores
+    head h for dependent d of sentence g, labels[g, d, h, k] label k on that arc; index 0 is the
+    ROOT, i the sentence's i-th token; cells beyond a sentence's length are padding.
+    """
+
+    sentences: List[int]
+    lengths: List[int]
+    arcs: torch.Tensor  # (G, L+1, L+1)
+    labels: torch.Tensor  # (G, L+1, L+1, n_labels)
+    spans: List["SentenceSpan"] = field(default_factory=list)  # (doc, start, end) of each sentence
+
+
 class BiaffineDependencyModel(torch.nn.Module):
-    """Scores every (dependent, head) arc and every label of every arc, sentence by sentence.
+    """Scores every (dependent, head) arc and every label of every arc, on padded groups of
+    sentences, and their training loss (SuPar's layout: scoring and loss here, tree decoding in
+    the component).
 
     Input: the token vectors of all sentences concatenated, and the sentence lengths.
-    Output: per sentence, arc scores (n+1, n+1) indexed [dependent, head] and label scores
-    (n+1, n+1, n_labels); index 0 is the ROOT, index i the sentence's i-th token.
     """
 
     def __init__(self, n_in: int, n_labels: int, arc_mlp_width: int, label_mlp_width: int, dropout: float):
@@ -103,26 +120,63 @@ class BiaffineDependencyModel(torch.nn.Module):
     def resize_labels(self, n_labels: int) -> None:
         self.label_attn.resize(n_labels)
 
-    def forward(self, tokens: torch.Tensor, lengths: List[int]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    def forward(self, tokens: torch.Tensor, lengths: List[int]) -> List[ScoredGroup]:
         sentences = torch.split(tokens, lengths)
-        arcs: List[Optional[torch.Tensor]] = [None] * len(lengths)
-        labels: List[Optional[torch.Tensor]] = [None] * len(lengths)
+        groups = []
         for group in group_by_length(lengths, MAX_GROUP_CELLS):
-            group_arcs, group_labels = self.score_padded([sentences[i] for i in group])
-            for row, index in enumerate(group):
-                size = lengths[index] + 1
-                arcs[index] = group_arcs[row, :size, :size]
-                labels[index] = group_labels[row, :size, :size]
-        return arcs, labels
+            arcs, labels = self.score_padded([sentences[i] for i in group])
+            groups.append(ScoredGroup(group, [lengths[i] for i in group], arcs, labels))
+        return groups
 
     def score_padded(self, sentences: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Scores of sentences padded to the longest; cells of padding are garbage, sliced away
-        by the caller (every layer is position-wise or pairwise, so padding never leaks in)."""
+        """Scores of sentences padded to the longest; cells of padding are garbage, masked or
+        sliced away by their readers (every layer is position-wise or pairwise, so padding never
+        leaks into a real cell)."""
         with_root = [torch.cat([self.root[None, :].to(s.dtype), s]) for s in sentences]
         x = self.input_dropout(torch.nn.utils.rnn.pad_sequence(with_root, batch_first=True))
         arc_scores = self.arc_attn(self.arc_mlp_dep(x), self.arc_mlp_head(x)).squeeze(1)
         label_scores = self.label_attn(self.label_mlp_dep(x), self.label_mlp_head(x)).permute(0, 2, 3, 1)
         return arc_scores, label_scores
+
+    @staticmethod
+    def loss(group: ScoredGroup, arc_targets: torch.Tensor, label_targets: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy of each dependent's gold head among the sentence's positions
+        (ROOT included, itself and padding excluded), plus that of its gold label at the gold
+        head. arc_targets, label_targets: (G, L) per dependent 1..L, IGNORE where there is no
+        target (padding, a missing or unusable gold head or label)."""
+        arcs = group.arcs[:, 1:].float()  # row d-1 = dependent d; the ROOT is never a dependent
+        _, longest, n_heads = arcs.shape
+        device = arcs.device
+        lengths = torch.as_tensor(group.lengths, device=device)
+        heads = torch.arange(n_heads, device=device)
+        dependents = torch.arange(1, longest + 1, device=device)
+        impossible = (heads[None, None, :] > lengths[:, None, None]) | (
+            heads[None, None, :] == dependents[None, :, None]
+        )
+        arcs = arcs.masked_fill(impossible, float("-inf"))  # every row keeps the ROOT: never all -inf
+        arc_targets, label_targets = arc_targets.to(device), label_targets.to(device)
+        total = F.cross_entropy(
+            arcs.reshape(-1, n_heads), arc_targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
+        n_labels = group.labels.shape[-1]
+        if n_labels and bool((label_targets != IGNORE).any()):
+            at_gold = arc_targets.clamp(min=0)[:, :, None, None].expand(-1, -1, 1, n_labels)
+            chosen = group.labels[:, 1:].gather(2, at_gold).squeeze(2).float()
+            total = total + F.cross_entropy(
+                chosen.reshape(-1, n_labels), label_targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+            )
+        return total
+
+    @staticmethod
+    def best_labels(group: ScoredGroup, heads: torch.Tensor) -> torch.Tensor:
+        """(G, L) the best label of each dependent's arc to `heads` (G, L: 0 = ROOT)."""
+        n_labels = group.labels.shape[-1]
+        at = heads.to(group.labels.device)[:, :, None, None].expand(-1, -1, 1, n_labels)
+        return group.labels[:, 1:].gather(2, at).squeeze(2).argmax(dim=-1)
+
+
+# Target of a dependent without one (cross_entropy's ignore_index).
+IGNORE = -100
 
 
 def group_by_length(lengths: List[int], max_cells: int) -> List[List[int]]:
@@ -137,43 +191,8 @@ def group_by_length(lengths: List[int], max_cells: int) -> List[List[int]]:
     return groups
 
 
-@dataclass
-class SentenceScores:
-    """The scores of one sentence of a batch: which doc, where, and its score arrays."""
-
-    doc_index: int
-    start: int  # token offset of the sentence in its doc
-    arcs: Floats2d  # (n+1, n+1): [dependent, head], 0 = ROOT
-    labels: Floats3d  # (n+1, n+1, n_labels): [dependent, head, label]
-
-    @property
-    def end(self) -> int:
-        return self.start + self.arcs.shape[0] - 1
-
-
-# The gradient of one sentence's scores: (d_arcs, d_labels), shaped like (arcs, labels).
-SentenceGradient = Tuple[Floats2d, Floats3d]
-
-
-# Longest stretch parsed as one tree. Scores grow with the square of the length (times the
-# labels), so a 10k-token doc without sentence boundaries would need gigabytes; UD sentences
-# are far shorter, so longer stretches are cut into pieces that are each a tree.
-MAX_SENTENCE_TOKENS = 256
-
-
-def sentence_bounds(doc: Doc) -> List[Tuple[int, int]]:
-    """(start, end) of each sentence: a new sentence at every token marked as a sentence start,
-    and every MAX_SENTENCE_TOKENS tokens within a longer one.
-
-    A doc without sentence boundaries (no senter ran) is one sentence (cut the same way).
-    """
-    if len(doc) == 0:
-        return []
-    starts = [0] + [token.i for token in doc[1:] if token.is_sent_start]
-    bounds = []
-    for start, end in zip(starts, starts[1:] + [len(doc)]):
-        bounds.extend((cut, min(cut + MAX_SENTENCE_TOKENS, end)) for cut in range(start, end, MAX_SENTENCE_TOKENS))
-    return bounds
+# (doc index, start, end) of one sentence of a batch: the parser component chooses them.
+SentenceSpan = Tuple[int, int, int]
 
 
 def biaffine_parser_v1(
@@ -182,8 +201,12 @@ def biaffine_parser_v1(
     label_mlp_width: int = 100,
     dropout: float = 0.33,
     nO: Optional[int] = None,
-) -> Model[List[Doc], List[SentenceScores]]:
-    """`fillm.BiaffineParser.v1`: arc and label scores for every sentence of a batch of docs.
+) -> Model[Tuple[List[Doc], List[SentenceSpan]], List[ScoredGroup]]:
+    """`fillm.BiaffineParser.v1`: arc and label scores of the given sentences of a batch of docs.
+
+    Input: the docs and their sentences, (doc index, start, end), covering every token of every
+    doc in order (the component chooses them). Output: the scores as `ScoredGroup`s; in training,
+    backprop takes the loss tensor computed from them (`BiaffineDependencyModel.loss`).
 
     tok2vec: token vectors, normally `spacy.Tok2VecListener.v1` reading the `tok2vec` component.
         Its width (nO) must be known when the model is built.
@@ -201,7 +224,7 @@ def biaffine_parser_v1(
     scorer = PyTorchWrapper_v3(
         module,
         convert_inputs=_tokens_to_torch,
-        convert_outputs=_scores_to_arrays,
+        convert_outputs=_scores_stay_in_torch,
         serialize_model=module_to_bytes,
         deserialize_model=_deserialize_resizing_labels,
     )
@@ -224,44 +247,49 @@ def resize_output(model: Model, n_labels: int) -> Model:
     return model
 
 
-def init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> Model:
-    model.get_ref("tok2vec").initialize(X=X)
+def init(model: Model, X=None, Y=None) -> Model:
+    docs = X[0] if isinstance(X, tuple) else X  # (docs, sentences) or docs alone
+    model.get_ref("tok2vec").initialize(X=docs)
     n_labels = model.maybe_get_dim("nO")
     if n_labels is not None:
         resize_output(model, n_labels)
     return model
 
 
-def forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[SentenceScores], Callable]:
+def forward(
+    model: Model, inputs: Tuple[List[Doc], List[SentenceSpan]], is_train: bool
+) -> Tuple[List[ScoredGroup], Callable]:
+    docs, spans = inputs
     tok2vec = model.get_ref("tok2vec")
     scorer = model.get_ref("scorer")
     vectors, backprop_tok2vec = tok2vec(docs, is_train)
-    spans = [(i, start, end) for i, doc in enumerate(docs) for start, end in sentence_bounds(doc)]
     doc_lengths = [len(doc) for doc in docs]
+    lengths = [end - start for _, start, end in spans]
+    if sum(lengths) != sum(doc_lengths):
+        raise ValueError("The parser's sentences must cover every token of every doc, in order.")
     width = model.get_dim("nI")
 
     if not spans:
-        def backprop_nothing(d_scores: List[SentenceGradient]) -> List[Floats2d]:
+
+        def backprop_nothing(d_loss) -> List[Floats2d]:
             return backprop_tok2vec([model.ops.alloc2f(n, width) for n in doc_lengths])
 
         return [], backprop_nothing
 
     tokens = model.ops.xp.concatenate([v for v in vectors if len(v)])
-    (arcs, labels), backprop_scorer = scorer((tokens, [end - start for _, start, end in spans]), is_train)
-    scores = [
-        SentenceScores(doc_index=i, start=start, arcs=a, labels=l)
-        for (i, start, _), a, l in zip(spans, arcs, labels)
-    ]
+    groups, backprop_scorer = scorer((tokens, lengths), is_train)
+    for group in groups:
+        group.spans = [spans[i] for i in group.sentences]
 
-    def backprop(d_scores: List[SentenceGradient]) -> List[Floats2d]:
-        d_tokens = backprop_scorer(d_scores)
+    def backprop(d_loss: torch.Tensor) -> List[Floats2d]:
+        d_tokens = backprop_scorer(d_loss)
         d_vectors, offset = [], 0
         for n in doc_lengths:
             d_vectors.append(d_tokens[offset : offset + n])
             offset += n
         return backprop_tok2vec(d_vectors)
 
-    return scores, backprop
+    return groups, backprop
 
 
 def _tokens_to_torch(model: Model, inputs: Tuple[Floats2d, List[int]], is_train: bool):
@@ -277,21 +305,15 @@ def _tokens_to_torch(model: Model, inputs: Tuple[Floats2d, List[int]], is_train:
     return ArgsKwargs(args=(tokens_torch, lengths), kwargs={}), get_d_tokens
 
 
-def _scores_to_arrays(model: Model, inputs_outputs, is_train: bool):
-    _, (arcs, labels) = inputs_outputs
-    arc_arrays = [model.ops.asarray2f(torch2xp(a.detach())) for a in arcs]
-    label_arrays = [model.ops.asarray3f(torch2xp(l.detach())) for l in labels]
+def _scores_stay_in_torch(model: Model, inputs_outputs, is_train: bool):
+    """The scores go to the component as torch tensors on the model's device; what comes back
+    is the loss tensor the component computed from them, whose backward is the backprop."""
+    _, groups = inputs_outputs
 
-    def get_d_outputs(d_scores: List[SentenceGradient]) -> ArgsKwargs:
-        outputs, grads = [], []
-        for tensor_pair, grad_pair in zip(zip(arcs, labels), d_scores):
-            for tensor, grad in zip(tensor_pair, grad_pair):
-                if tensor.requires_grad and tensor.numel():
-                    outputs.append(tensor)
-                    grads.append(xp2torch(model.ops.asarray(grad), device=tensor.device))
-        return ArgsKwargs(args=(outputs,), kwargs={"grad_tensors": grads})
+    def get_d_outputs(loss: torch.Tensor) -> ArgsKwargs:
+        return ArgsKwargs(args=((loss,),), kwargs={"grad_tensors": (torch.ones_like(loss),)})
 
-    return (arc_arrays, label_arrays), get_d_outputs
+    return groups, get_d_outputs
 
 
 def _load_state(state_bytes: bytes, device) -> dict:
@@ -321,7 +343,9 @@ def _looks_like_safetensors(data: bytes) -> bool:
     return len(data) >= 10 and data[8:9] == b"{" and 8 + int.from_bytes(data[:8], "little") <= len(data)
 
 
-def _deserialize_resizing_labels(module: BiaffineDependencyModel, state_bytes: bytes, device) -> BiaffineDependencyModel:
+def _deserialize_resizing_labels(
+    module: BiaffineDependencyModel, state_bytes: bytes, device
+) -> BiaffineDependencyModel:
     """Load saved weights, first giving the label scorer the saved number of labels: a freshly
     built model (before initialize) does not know its labels yet."""
     state = _load_state(state_bytes, device)

@@ -5,6 +5,7 @@ backward direction in the padding, so a document's vectors would depend on its n
 the batch (and `nlp(text)` would disagree with `nlp.pipe`). Packing runs each document's
 sequence alone. The encoder's torch module and the thinc pipelines use this one implementation.
 """
+
 from typing import List, Sequence, Tuple
 
 import torch
@@ -21,7 +22,9 @@ class PackedBiLSTM(torch.nn.Module):
     def __init__(self, n_in: int, width: int, depth: int = 1, dropout: float = 0.0):
         super().__init__()
         if width < 2 or width % 2:
-            raise ValueError(f"A bidirectional LSTM's width is two directions' worth: need an even width >= 2, got {width}")
+            raise ValueError(
+                f"A bidirectional LSTM's width is two directions' worth: need an even width >= 2, got {width}"
+            )
         self.width = width
         self.lstm = torch.nn.LSTM(
             n_in,

@@ -8,6 +8,7 @@ without a LoRA adapter (a compiled graph would not see the adapter switch of a s
 Where compilation fails (e.g. no C compiler for inductor) the layers run as they are, with one log
 line.
 """
+
 import contextlib
 import logging
 import weakref
@@ -29,8 +30,9 @@ def give_up(error: BaseException) -> None:
     if not _STATE["failed"]:
         _STATE["failed"] = True
         first = (str(error).strip().splitlines() or [""])[0][:200]
-        logger.warning("compiled=true: torch.compile failed (%s: %s); the LLM layers run uncompiled.",
-                       type(error).__name__, first)
+        logger.warning(
+            "compiled=true: torch.compile failed (%s: %s); the LLM layers run uncompiled.", type(error).__name__, first
+        )
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ Tokenize each doc's text with the base model's fast tokenizer, align pieces to s
 character offsets, cut long docs into overlapping windows (BOS first), and record how the
 windows' rows are stitched back into one row per piece and pooled into one row per token.
 """
+
 from dataclasses import dataclass
 from typing import List
 

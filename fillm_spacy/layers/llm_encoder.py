@@ -6,6 +6,7 @@ docs ─► encoder_batch.docs_to_batch ─► LLMShim(LLMEncoderModule) ─► 
 Only the adapter and the encoder's own small modules train; base weights stay frozen and are
 never serialized: a saved pipeline refers to its base model by name (and fingerprint).
 """
+
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -162,7 +163,7 @@ def llm_encoder_v1(
     lora_r: int = 16,
     lora_alpha: float = 32.0,
     lora_dropout: float = 0.05,
-    target_modules: List[str] = ["q_proj", "v_proj"],
+    target_modules: Sequence[str] = ("q_proj", "v_proj"),
     lora_top_layers: int = 0,
     first_layer: int = 1,
     last_layer: int = 4,
@@ -240,7 +241,9 @@ def llm_encoder_v1(
     if features_into_contextualizer and (features is None or contextualizer_width <= 0):
         raise ValueError("features_into_contextualizer needs `features` and contextualizer_width > 0")
     if contextualizer_skip and not features_into_contextualizer:
-        raise ValueError("contextualizer_skip is for features_into_contextualizer = true (without it the features already skip the BiLSTM)")
+        raise ValueError(
+            "contextualizer_skip is for features_into_contextualizer = true (without it the features already skip the BiLSTM)"
+        )
     llm = load_base_llm(model_name, dtype=dtype)
     bilstm = None
     if features_into_contextualizer:  # the BiLSTM moves out of the torch module, after the concatenation

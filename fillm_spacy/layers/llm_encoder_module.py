@@ -10,6 +10,7 @@ Two things here are about reading the LLM correctly and cheaply:
   outputs for a training window are computed once and kept (`PrefixCache`); every later epoch
   runs only the layers above it (or none at all when the LLM is frozen).
 """
+
 import contextlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -20,8 +21,8 @@ import torch
 from ..models.adapters import AdapterNotFound, LanguageAdapter, active_adapter
 from ..models.loading import BaseLLM
 from .bilstm import PackedBiLSTM
-from .encoder_batch import EncoderBatch
 from .compiled import compilation_failed, compiled_forwards, give_up
+from .encoder_batch import EncoderBatch
 from .precision import check_precision, inference_dtype
 from .scalar_mix import ScalarMix
 
@@ -126,7 +127,9 @@ class LLMEncoderModule(torch.nn.Module):
         self.mix = ScalarMix(len(self.mixed_layers), hidden)
         if contextualizer_width > 0:
             # A decoder LLM is causal: the BiLSTM gives each token its right context too.
-            self.contextualizer = PackedBiLSTM(hidden, contextualizer_width, contextualizer_depth, contextualizer_dropout)
+            self.contextualizer = PackedBiLSTM(
+                hidden, contextualizer_width, contextualizer_depth, contextualizer_dropout
+            )
             features = contextualizer_width
         else:
             self.contextualizer = None
@@ -315,7 +318,6 @@ class LLMEncoderModule(torch.nn.Module):
         return outputs
 
 
-
 def decoder_attention_mask(model_type: str, mask: torch.Tensor, attention: str):
     """What a decoder of `model_type` takes as `attention_mask` for right-padded rows (`mask`:
     1 over pieces, 0 over padding): the padding mask itself for causal attention; for
@@ -326,6 +328,7 @@ def decoder_attention_mask(model_type: str, mask: torch.Tensor, attention: str):
     if model_type == "gemma":  # Gemma 1 (SeaLLM) takes one mask for all layers
         return visible
     return {"full_attention": visible, "sliding_attention": visible}
+
 
 @contextlib.contextmanager
 def layers_only(decoder: torch.nn.Module, start: int, stop: int):

@@ -2,6 +2,7 @@
 serialization that concern only what this encoder owns (its LoRA adapter and its own modules),
 never the shared, frozen base weights.
 """
+
 import contextlib
 import re
 
@@ -154,7 +155,9 @@ class LLMShim(PyTorchShim):
         missing, unexpected = module.load_state_dict({k: v.to(device) for k, v in own.items()}, strict=False)
         missing = [k for k in missing if not k.startswith("base.")]
         if missing or unexpected:
-            raise ValueError(f"The saved LLM encoder does not match its config: missing {missing}, unexpected {unexpected}")
+            raise ValueError(
+                f"The saved LLM encoder does not match its config: missing {missing}, unexpected {unexpected}"
+            )
         return self
 
     def load_language_adapter(self, saved) -> None:
@@ -172,7 +175,9 @@ class LLMShim(PyTorchShim):
         try:
             config, state, meta = saved["config"], tensors_from_bytes(saved["weights"]), saved["meta"]
         except Exception as err:
-            raise ValueError(f"The LLM encoder's saved language adapter is corrupt ({type(err).__name__}: {err}).") from err
+            raise ValueError(
+                f"The LLM encoder's saved language adapter is corrupt ({type(err).__name__}: {err})."
+            ) from err
         if language.name is None:
             language.name, language.meta = new_adapter_name("language"), meta
             restore_adapter(module.llm, language.name, config, state, trainable=False)

@@ -7,8 +7,9 @@ float32 where it does not, so "auto" picks bfloat16 only there. Weights stay as 
 model is shared and its fingerprint unchanged): the layers run under torch.autocast, and their
 outputs go back to float32 before the encoder's own modules.
 """
+
 import logging
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import FrozenSet, Optional, Tuple
 
@@ -21,7 +22,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 logger = logging.getLogger("fillm_spacy")
 
 
-@lru_cache(maxsize=None)
+@cache
 def cpu_info() -> Tuple[str, FrozenSet[str]]:
     """The first CPU's model name and flags from Linux /proc/cpuinfo ("", no flags elsewhere)."""
     name, flags = "", frozenset()
@@ -68,6 +69,7 @@ def inference_dtype(precision: str, device: torch.device) -> Optional[torch.dtyp
         _FELL_BACK.add(device.type)
         logger.warning(
             "precision='bfloat16': this %s has no fast bfloat16 (CPU flags %s); the LLM layers run in float32.",
-            device.type, " or ".join(BF16_CPU_FLAGS),
+            device.type,
+            " or ".join(BF16_CPU_FLAGS),
         )
     return None

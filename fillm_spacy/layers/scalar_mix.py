@@ -1,4 +1,5 @@
 """A learned scalar mix of hidden layers (Peters et al. 2018, ELMo)."""
+
 from typing import Sequence
 
 import torch

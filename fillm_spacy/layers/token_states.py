@@ -5,6 +5,7 @@ from pieces to tokens exactly as the encoder pools them (same windows, alignment
 Used by probes, LLM-derived static vectors and benchmarks, so they all measure what the
 encoder sees.
 """
+
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Tensors to and from safetensors bytes: what every saved weight of this package is written as
 (loading safetensors reads tensors only; a pickle could run code from a tampered pipeline)."""
+
 import torch
 
 

@@ -4,6 +4,7 @@ A head that needs what the shared encoder smooths away (the trainable lemmatizer
 is read off the word's characters) gets its own embedding of them beside its listener, without
 widening what every other head reads.
 """
+
 from typing import List
 
 from spacy.tokens import Doc
@@ -21,7 +22,11 @@ def with_features_v1(
     `features` vector (e.g. `spacy.MultiHashEmbed.v2` over NORM, PREFIX, SUFFIX, SHAPE and the
     static vectors); the width is the sum of theirs."""
     both = concatenate(tok2vec, features)
-    dims = {"nO": tok2vec.get_dim("nO") + features.get_dim("nO")} if tok2vec.has_dim("nO") and features.has_dim("nO") else {"nO": None}
+    dims = (
+        {"nO": tok2vec.get_dim("nO") + features.get_dim("nO")}
+        if tok2vec.has_dim("nO") and features.has_dim("nO")
+        else {"nO": None}
+    )
     return Model("with_features", _forward, init=_init, layers=[both], dims=dims)
 
 

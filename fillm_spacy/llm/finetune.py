@@ -1,6 +1,6 @@
 """Generative LoRA fine-tuning (the FiLLM paper's method), as a baseline for the encoder path.
 
-    python -m fillm_spacy.llm.finetune train --task pos --base gemma3-270m \
+    python -m fillm_spacy.llm.finetune train --task pos --model gemma3-270m \
         --train assets/ud/train.conllu --dev assets/ud/dev.conllu --output adapters/llm_pos --max-steps 300
     python -m fillm_spacy.llm.finetune evaluate --adapter adapters/llm_pos --test corpus/test.spacy \
         --output metrics/llm_pos.json
@@ -17,6 +17,7 @@ saved as a peft adapter directory (adapter_config.json + adapter_model.safetenso
 `fillm-adapter.json`: the base model's fingerprint and the task configuration, so evaluation (and
 any pipeline using the adapter) prompts exactly as in training.
 """
+
 import argparse
 import json
 import random
@@ -112,14 +113,16 @@ def instruction_pairs(
                     started = llm_task.answer_start(llm_task.prompt_tokens(shard))
                     answer = pos_answer(shard)
                     assert answer.startswith(started)
-                    pairs.append((prompt, answer[len(started):]))
+                    pairs.append((prompt, answer[len(started) :]))
         else:
             prompts, shards = next(iter(llm_task.generate_prompts([doc])))
-            pairs.append((list(prompts)[0], ner_answer(doc)))
+            pairs.append((next(iter(prompts)), ner_answer(doc)))
     return pairs
 
 
-def encode_pair(generator, task: str, prompt: str, answer: str, max_length: int) -> Optional[Tuple[List[int], List[int]]]:
+def encode_pair(
+    generator, task: str, prompt: str, answer: str, max_length: int
+) -> Optional[Tuple[List[int], List[int]]]:
     """(input ids, labels): the prompt as the model wrapper encodes it, then the answer and <eos>;
     prompt positions are masked out of the loss (-100). None if it does not fit `max_length`."""
     tokenizer = generator.llm.tokenizer
@@ -209,10 +212,16 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     task_config = dict(DEFAULT_TASK_CONFIG[args.task])
     if args.task == "ner" and args.labels:
         task_config["labels"] = args.labels.split(",")
-    llm = load_base_llm(args.base, device=args.device, dtype=args.dtype)
+    llm = load_base_llm(args.model, device=args.device, dtype=args.dtype)
     # Encodes the prompts as the llm pipe will (the same loaded model as `llm`); never generates.
-    generator = fillm_local_llm_v1(args.base, chat_format=args.chat_format, context_length=args.max_length + 1,
-                                   max_new_tokens=1, device=args.device, dtype=args.dtype)
+    generator = fillm_local_llm_v1(
+        args.model,
+        chat_format=args.chat_format,
+        context_length=args.max_length + 1,
+        max_new_tokens=1,
+        device=args.device,
+        dtype=args.dtype,
+    )
 
     headline_prompt = None
     # The abstractive fillm_summarizer settings the prompts are made with (kept with the adapter,
@@ -223,10 +232,16 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 
         from .headline import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
 
-        summarizer_config = {"mode": "abstractive", "model_name": args.base, "max_input_pieces": args.max_input_pieces,
-                             "prompt": DEFAULT_PROMPT,
-                             "chat_format": args.chat_format, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
-                             "device": args.device, "dtype": args.dtype}
+        summarizer_config = {
+            "mode": "abstractive",
+            "model_name": args.model,
+            "max_input_pieces": args.max_input_pieces,
+            "prompt": DEFAULT_PROMPT,
+            "chat_format": args.chat_format,
+            "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
+            "device": args.device,
+            "dtype": args.dtype,
+        }
         # The generator's tokenizer is the shared base model's, the one the summarizer would use.
         headline_prompt = headline_prompts(spacy.blank(args.lang), generator.llm.tokenizer, args.max_input_pieces)
 
@@ -244,12 +259,21 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         dev_records = load_records(Path(args.dev), args.dev_range)
         dev_pairs = instruction_pairs(args.task, task_config, dev_records, headline_prompt)
         dev_encoded = [e for e in (encode_pair(generator, args.task, p, a, args.max_length) for p, a in dev_pairs) if e]
-    print(f"[finetune] {args.task}: {len(encoded)} training pairs ({len(train_pairs) - len(encoded)} over "
-          f"--max-length {args.max_length} left out), {len(dev_encoded)} dev pairs", file=sys.stderr)
+    print(
+        f"[finetune] {args.task}: {len(encoded)} training pairs ({len(train_pairs) - len(encoded)} over "
+        f"--max-length {args.max_length} left out), {len(dev_encoded)} dev pairs",
+        file=sys.stderr,
+    )
 
     adapter_name = new_adapter_name(f"finetune-{args.task}")
-    add_lora_adapter(llm, adapter_name, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                     target_modules=args.target_modules.split(","))
+    add_lora_adapter(
+        llm,
+        adapter_name,
+        r=args.lora_r,
+        alpha=args.lora_alpha,
+        dropout=args.lora_dropout,
+        target_modules=args.target_modules.split(","),
+    )
     params = [p for _, p in adapter_parameters(llm, adapter_name)]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     warmup = max(1, int(args.max_steps * args.warmup))
@@ -282,8 +306,10 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             scheduler.step()
             history.append(step_loss)
             if (step + 1) % args.log_every == 0 or step + 1 == args.max_steps:
-                print(f"[finetune] step {step + 1}/{args.max_steps} loss {step_loss:.4f} "
-                      f"({time.time() - started:.0f}s)", file=sys.stderr)
+                print(
+                    f"[finetune] step {step + 1}/{args.max_steps} loss {step_loss:.4f} ({time.time() - started:.0f}s)",
+                    file=sys.stderr,
+                )
     llm.model.eval()
     dev_after = answer_loss(llm, adapter_name, dev_encoded, pad_id, args.batch_size) if dev_encoded else None
     # Training is over: this adapter no longer trains.
@@ -298,7 +324,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     llm.peft_model.peft_config[adapter_name].save_pretrained(str(output))
     report = {
         "task": args.task,
-        "base": args.base,
+        "base": args.model,
         "steps": args.max_steps,
         "train_pairs": len(encoded),
         "dev_pairs": len(dev_encoded),
@@ -332,7 +358,7 @@ def model_chat_format(info: Dict[str, Any], args: argparse.Namespace) -> str:
 
     if info.get("chat_format"):
         return info["chat_format"]
-    base = args.base or info.get("training", {}).get("base") or "gemma3-270m"
+    base = args.model or info.get("training", {}).get("base") or "gemma3-270m"
     return resolve_chat_format(args.chat_format, load_base_llm(base, device=args.device, dtype=args.dtype))
 
 
@@ -350,8 +376,10 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         info = json.loads((Path(args.adapter) / ADAPTER_INFO_FILE).read_text())
     task = args.task or info.get("task")
     if task not in ("pos", "ner"):
-        raise SystemExit("evaluate needs --task pos|ner (or an adapter trained for one); "
-                         "headline adapters are scored with python -m fillm_spacy.evaluation.rouge")
+        raise SystemExit(
+            "evaluate needs --task pos|ner (or an adapter trained for one); "
+            "headline adapters are scored with python -m fillm_spacy.evaluation.rouge"
+        )
     if info:
         task_config = dict(info["task_config"])
     else:
@@ -361,7 +389,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         task_config["labels"] = args.labels.split(",")
     if task == "pos" and args.max_tokens_per_prompt:
         task_config["max_tokens_per_prompt"] = args.max_tokens_per_prompt
-    base = args.base or info.get("training", {}).get("base") or "gemma3-270m"
+    base = args.model or info.get("training", {}).get("base") or "gemma3-270m"
     max_new_tokens = args.max_new_tokens or (512 if task == "pos" else 256)
     context_length = args.context_length
     if context_length is None and info:
@@ -383,8 +411,11 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         "dtype": args.dtype,
     }
     nlp = spacy.blank(args.lang)
-    nlp.add_pipe("llm", name=f"llm_{task}", config={"task": task_config, "model": model_config,
-                                                  "save_io": bool(args.save_responses)})
+    nlp.add_pipe(
+        "llm",
+        name=f"llm_{task}",
+        config={"task": task_config, "model": model_config, "save_io": bool(args.save_responses)},
+    )
     if args.shots:
         # Few-shot examples from gold docs (outside the test range), through the task's own
         # initialize: spacy.NER.v3 renders them in its chain-of-thought format.
@@ -437,8 +468,10 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         import srsly
 
         # Evaluation leaves each processed doc on its example.
-        rows = [{"text": eg.predicted.text, "responses": eg.predicted.user_data["llm_io"][f"llm_{task}"]["response"]}
-                for eg in examples]
+        rows = [
+            {"text": eg.predicted.text, "responses": eg.predicted.user_data["llm_io"][f"llm_{task}"]["response"]}
+            for eg in examples
+        ]
         srsly.write_jsonl(args.save_responses, rows)
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return result
@@ -453,7 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="LoRA fine-tune the base LLM on instruction pairs")
     tr.add_argument("--task", choices=TASKS, required=True)
-    tr.add_argument("--base", default="gemma3-270m", help="base model: alias, local HF dir, or cached hub name")
+    tr.add_argument(
+        "--model",
+        "--base",
+        dest="model",
+        default="gemma3-270m",
+        help="base model: alias, local HF dir, or cached hub name (--base: the former name)",
+    )
     tr.add_argument("--train", required=True, help="pos: .conllu or .spacy; ner: .spacy; headline: .jsonl")
     tr.add_argument("--dev", help="held-out file of the same kind (answer loss before/after)")
     tr.add_argument("--train-range", help="START:END slice of the training records (e.g. 0:52)")
@@ -482,7 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="score an llm pipe (with an adapter) on a test file")
     ev.add_argument("--task", choices=("pos", "ner"), help="default: the adapter's task")
-    ev.add_argument("--base", help="base model (default: the one the adapter was trained on)")
+    ev.add_argument(
+        "--model",
+        "--base",
+        dest="model",
+        help="base model (default: the one the adapter was trained on; --base: the former name)",
+    )
     ev.add_argument("--adapter", help="adapter directory from `train`; omit to score the base model few-shot")
     ev.add_argument("--test", required=True, help=".spacy DocBin or .conllu")
     ev.add_argument("--range", help="START:END slice of the test docs")
@@ -490,12 +534,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="JSON file to write, e.g. metrics/llm_pos.json")
     ev.add_argument("--predictions", help=".spacy DocBin for the predicted docs (for compare report --generative)")
     ev.add_argument("--save-responses", help="JSONL file for each doc's text and raw model responses")
-    ev.add_argument("--shots", help="gold file (.spacy/.conllu) to take few-shot examples from (replacing the defaults)")
+    ev.add_argument(
+        "--shots", help="gold file (.spacy/.conllu) to take few-shot examples from (replacing the defaults)"
+    )
     ev.add_argument("--shots-range", help="START:END slice of --shots (keep it apart from the test docs)")
     ev.add_argument("--n-shots", type=int, default=3)
     ev.add_argument("--max-new-tokens", type=int)
     ev.add_argument("--max-tokens-per-prompt", type=int, help="pos: tokens per prompt")
-    ev.add_argument("--context-length", type=int, help="prompt + answer pieces (default: the adapter's training --max-length + answer)")
+    ev.add_argument(
+        "--context-length",
+        type=int,
+        help="prompt + answer pieces (default: the adapter's training --max-length + answer)",
+    )
     ev.add_argument("--batch-size", type=int, default=4)
     ev.add_argument("--labels", help="ner: comma-separated labels")
     ev.add_argument("--chat-format", default="auto", choices=("auto", "plain", "seallm", "tokenizer"))

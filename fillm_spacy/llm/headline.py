@@ -14,6 +14,7 @@ base LLM for a headline, and generative fine-tuning (`python -m fillm_spacy.llm.
 Imported whenever spaCy builds a pipeline (through the summarizer's entry point), so it imports
 nothing heavy: the tokenizer is passed in.
 """
+
 import re
 from typing import Iterable, Iterator, List, Optional
 
@@ -59,7 +60,9 @@ def _punctuation_sentences(doc: Doc) -> Iterator[Span]:
     while i < len(doc):
         if doc[i].text in SENTENCE_END:
             end = i + 1
-            while end < len(doc) and (doc[end].is_quote or doc[end].is_right_punct) and doc[end].text not in SENTENCE_END:
+            while (
+                end < len(doc) and (doc[end].is_quote or doc[end].is_right_punct) and doc[end].text not in SENTENCE_END
+            ):
                 end += 1
             yield doc[start:end]
             start = i = end
@@ -80,7 +83,9 @@ def truncated_input(sents: Iterable[Span], tokenizer, max_input_pieces: int) -> 
         n_pieces = len(tokenizer(" " + text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
         if used + n_pieces > max_input_pieces:
             if not kept:
-                encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+                encoding = tokenizer(
+                    text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
+                )
                 end_char = encoding["offset_mapping"][max_input_pieces - 1][1]
                 kept.append(text[:end_char])
             break
@@ -115,7 +120,7 @@ def clean_headline(answer: str) -> str:
         line = _MARKUP.sub("", line).strip()
         line = _LIST_MARK.sub("", line)
         line = _LABEL.sub("", line)
-        line = line.strip().strip('"“”\'').strip()
+        line = line.strip().strip("\"“”'").strip()
         if line:
             return line
     return ""

@@ -7,6 +7,7 @@ The base model comes from `load_base_llm`, so every pipe naming the same model (
 other `llm` pipes, the summarizer) shares one copy in memory. A fine-tuned generative
 adapter (a peft `save_pretrained` directory) is added to that copy as one more named adapter.
 """
+
 import json
 import re
 import threading
@@ -74,7 +75,7 @@ def load_saved_adapter(llm: BaseLLM, path: str) -> str:
 
 
 def resolve_chat_format(chat_format: str, llm: BaseLLM) -> str:
-    """"auto": the tokenizer's own chat template if it ships one, SeaLLM's turn format for a
+    """ "auto": the tokenizer's own chat template if it ships one, SeaLLM's turn format for a
     SeaLLM model without one, else plain text (a base model continues the prompt)."""
     if chat_format not in CHAT_FORMATS:
         raise ValueError(f"chat_format must be one of {CHAT_FORMATS}, not '{chat_format}'")
@@ -94,7 +95,9 @@ def encode_text(tokenizer, text: str) -> List[int]:
     spelling in it ("<eos>", "<start_of_turn>") is text, never the control token itself."""
     if not text:
         return []
-    return tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_token_type_ids=False)["input_ids"]
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_token_type_ids=False)[
+        "input_ids"
+    ]
 
 
 def encode_markup(tokenizer, text: str) -> List[int]:
@@ -215,8 +218,10 @@ class LocalLLM:
         # marker no text holds to find the markup, once with the prompt to keep its reshaping.
         before, found, after = self._render_chat(PROMPT_MARKER).partition(PROMPT_MARKER)
         full = self._render_chat(prompt)
-        if not found or PROMPT_MARKER in after or not (
-            full.startswith(before) and full.endswith(after) and len(full) >= len(before) + len(after)
+        if (
+            not found
+            or PROMPT_MARKER in after
+            or not (full.startswith(before) and full.endswith(after) and len(full) >= len(before) + len(after))
         ):
             raise ValueError(
                 f"The chat template of '{self.llm.name}' does not hold the user's message as one piece of text, "
@@ -245,7 +250,8 @@ class LocalLLM:
             self.n_truncated_prompts += 1
             warnings.warn(
                 f"A prompt of {len(ids)} pieces exceeds the budget of {self.max_prompt_pieces} "
-                f"(context_length {self.max_context} - max_new_tokens {self.max_new_tokens}); its beginning is cut."
+                f"(context_length {self.max_context} - max_new_tokens {self.max_new_tokens}); its beginning is cut.",
+                stacklevel=2,
             )
             keep = self.max_prompt_pieces - (1 if bos is not None else 0)
             ids = ([bos] if bos is not None else []) + ids[len(ids) - keep :]
@@ -301,7 +307,9 @@ class LocalLLM:
                             ids = encoded[i]
                             input_ids[j, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                             attention_mask[j, width - len(ids) :] = 1
-                        stopping = StoppingCriteriaList([StopAfterAnswer(tokenizer, self.stop, width)] if any(self.stop) else [])
+                        stopping = StoppingCriteriaList(
+                            [StopAfterAnswer(tokenizer, self.stop, width)] if any(self.stop) else []
+                        )
                         output = model.generate(
                             input_ids=input_ids.to(device),
                             attention_mask=attention_mask.to(device),
@@ -335,7 +343,7 @@ class LocalLLM:
 
 
 def fillm_local_llm_v1(
-    name: str = "gemma3-270m",
+    model_name: str = "gemma3-270m",
     adapter: Optional[str] = None,
     max_new_tokens: int = 256,
     batch_size: int = 4,
@@ -345,10 +353,11 @@ def fillm_local_llm_v1(
     system_prompt: Optional[str] = None,
     device: Optional[str] = None,
     dtype: str = "float32",
+    name: Optional[str] = None,
 ) -> LocalLLM:
     """`fillm.LocalLLM.v1` (spacy-llm `llm_models`).
 
-    name: `gemma3-270m`, a local Hugging Face directory, or a hub name in the local HF cache
+    model_name: `gemma3-270m`, a local Hugging Face directory, or a hub name in the local HF cache
         (e.g. `SeaLLMs/SeaLLM-7B-v2.5`). Shared with every other component naming it.
     adapter: a directory with a LoRA adapter saved by `fillm_spacy.llm.finetune` (peft
         `save_pretrained`), added to the shared base as its own named adapter; None = base model.
@@ -365,8 +374,9 @@ def fillm_local_llm_v1(
         for the seallm format, none for a tokenizer's template).
     device, dtype: where and in what precision the shared base model is loaded; device None:
         wherever the shared model already is (an encoder's GPU), the CPU on first load.
+    name: the former spelling of model_name, still read so that older configs load.
     """
-    llm = load_base_llm(name, device=device, dtype=dtype)
+    llm = load_base_llm(name or model_name, device=device, dtype=dtype)
     adapter_name = load_saved_adapter(llm, adapter) if adapter else None
     return LocalLLM(
         llm,

@@ -21,6 +21,7 @@ default) and serializes the task. Ahead of that sharding, a doc is cut into its 
 those into slices of at most `max_tokens_per_prompt` tokens, whatever the model: the answer grows
 with the tokens asked, and a prompt's answer table must fit the model's `max_new_tokens`.
 """
+
 import math
 import re
 from dataclasses import dataclass, field

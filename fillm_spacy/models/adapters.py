@@ -1,4 +1,5 @@
 """Named LoRA adapters on the shared base model (peft), one per use."""
+
 import contextlib
 import itertools
 import json
@@ -181,7 +182,9 @@ def read_adapter(directory: Path) -> Tuple[dict, dict, dict]:
         meta = json.loads((directory / ADAPTER_META).read_text())
         state = load_file(str(directory / ADAPTER_WEIGHTS))
     except Exception as error:
-        raise AdapterNotFound(f"Language adapter '{directory}' is unreadable ({type(error).__name__}: {error}). {hint}")
+        raise AdapterNotFound(
+            f"Language adapter '{directory}' is unreadable ({type(error).__name__}: {error}). {hint}"
+        ) from None
     if not isinstance(config, dict) or not isinstance(meta, dict) or config.get("peft_type") != "LORA":
         raise AdapterNotFound(f"Language adapter '{directory}' is not a LoRA adapter. {hint}")
     return config, state, meta
@@ -218,5 +221,5 @@ class LanguageAdapter:
         if trained != attention:
             raise ValueError(
                 f"Language adapter '{self.path}' was trained with {trained} attention (objective "
-                f"{self.meta.get('objective')}): set the encoder's attention = \"{trained}\"."
+                f'{self.meta.get("objective")}): set the encoder\'s attention = "{trained}".'
             )

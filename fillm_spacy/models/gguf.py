@@ -3,6 +3,7 @@
 Converting the GGUF (dequantized to float32) takes about half a minute; we do it once
 and keep a Hugging Face directory in the cache, reloaded in about a second.
 """
+
 import hashlib
 import json
 import os
@@ -47,17 +48,13 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     gguf_path = Path(gguf_path)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, torch_dtype="float32"
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, torch_dtype="float32")
     tokens, types = read_gguf_vocabulary(gguf_path)
     tokenizer = build_gemma_tokenizer(tokens, types)
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
-    (target / SOURCE_FILE).write_text(
-        json.dumps({"gguf": gguf_path.name, "gguf_sha256": sha256_file(gguf_path)})
-    )
+    (target / SOURCE_FILE).write_text(json.dumps({"gguf": gguf_path.name, "gguf_sha256": sha256_file(gguf_path)}))
 
 
 def ensure_gemma3_270m() -> Path:

@@ -4,6 +4,7 @@ Every component that names the same base model (the encoder, spacy-llm pipes, th
 summarizer) gets the same `BaseLLM`; each use adds its own named LoRA adapter to it,
 so a new task costs megabytes, not another copy of the LLM.
 """
+
 import hashlib
 import json
 import os
@@ -51,7 +52,7 @@ class BaseLLM:
         return self.model.get_input_embeddings().weight.device
 
 
-_LOADED: Dict[Tuple[str, str], BaseLLM] = {}
+_LOADED: Dict[Tuple[str, str], BaseLLM] = {}  # (resolved model directory, dtype)
 _LOADING_LOCK = threading.Lock()
 
 
@@ -107,21 +108,26 @@ def weights_fingerprint(name: str, path: Path, model: torch.nn.Module) -> Dict[s
 def load_base_llm(name: str = DEFAULT_MODEL, device: Optional[str] = None, dtype: str = "float32") -> BaseLLM:
     """The process-wide `BaseLLM` for `name` and `dtype`, loading it on first use.
 
-    One copy per process whatever the device, so a GPU process never holds two 7B models.
-    device None leaves the shared copy where it is (on the CPU when first loaded; the encoder's
-    thinc shim moves it to the GPU); a device named explicitly moves the one copy there.
+    One copy per model directory and dtype, whatever spelling names it (an alias, a path, a hub
+    name), so a GPU process never holds two 7B models. device None leaves the shared copy where it
+    is (on the CPU when first loaded; the encoder's thinc shim places it with the pipeline); a
+    device named explicitly places a new copy there, and for a copy already loaded elsewhere it is
+    an error rather than a silent move under the components that share it.
     """
-    key = (name, dtype)
+    path = resolve_path(name)
+    key = (str(path.resolve()), dtype)
     with _LOADING_LOCK:
         if key in _LOADED:
             llm = _LOADED[key]
             if device is not None and torch.device(device) != llm.device:
-                with llm.lock:
-                    llm.model.to(device)
+                raise ValueError(
+                    f"Base model '{name}' is already loaded on {llm.device} for another component; moving it to "
+                    f"{device} would move it under that component too. Give every component that shares it the "
+                    f"same device (or none), or run them in separate processes."
+                )
             return llm
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = resolve_path(name)
         # AutoModelForCausalLM, never AutoModel: AutoModel on a Gemma3ForCausalLM checkpoint
         # silently loads no weights. Missing weights are an error, not a warning.
         model, info = AutoModelForCausalLM.from_pretrained(

@@ -6,6 +6,7 @@ model is BPE: we rebuild it from the GGUF vocabulary, deriving the merges from t
 vocabulary ranks the way SentencePiece BPE ranks them (a merge is as good as the
 piece it produces).
 """
+
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
@@ -53,14 +54,16 @@ def build_gemma_tokenizer(
     )
     tokenizer = Tokenizer(bpe)
     tokenizer.normalizer = normalizers.Replace(" ", "▁")
-    tokenizer.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-    )
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     tokenizer.add_special_tokens(
         [AddedToken(tok, special=True, normalized=False) for tok, kind in zip(tokens, types) if kind == TOKEN_CONTROL]
     )
     tokenizer.add_tokens(
-        [AddedToken(tok, special=False, normalized=True) for tok, kind in zip(tokens, types) if kind == TOKEN_USER_DEFINED]
+        [
+            AddedToken(tok, special=False, normalized=True)
+            for tok, kind in zip(tokens, types)
+            if kind == TOKEN_USER_DEFINED
+        ]
     )
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{bos_token} $A", pair=f"{bos_token} $A $B", special_tokens=[(bos_token, vocab[bos_token])]
@@ -86,14 +89,9 @@ def train_gemma_style_tokenizer(texts: Iterable[str], vocab_size: int = 600) -> 
     # then needs no pre-tokenizer, like Gemma's.
     trainer_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
 
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials + byte_pieces, show_progress=False
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials + byte_pieces, show_progress=False)
     trainer_tokenizer.train_from_iterator(texts, trainer=trainer)
     inverse = {i: tok for tok, i in trainer_tokenizer.get_vocab().items()}
     tokens = [inverse[i] for i in range(len(inverse))]
-    types = [
-        TOKEN_CONTROL if tok in specials else TOKEN_BYTE if tok in byte_pieces else TOKEN_NORMAL
-        for tok in tokens
-    ]
+    types = [TOKEN_CONTROL if tok in specials else TOKEN_BYTE if tok in byte_pieces else TOKEN_NORMAL for tok in tokens]
     return build_gemma_tokenizer(tokens, types)

@@ -5,6 +5,7 @@ biaffine scorer makes them. Chu-Liu/Edmonds (via `ufal.chu_liu_edmonds`) finds t
 non-projective tree; UD wants one root per sentence, which the plain MST does not promise, so
 the ROOT's arcs are penalized until the MST itself is single-rooted (one MST call per sentence).
 """
+
 from typing import Tuple
 
 import numpy as np

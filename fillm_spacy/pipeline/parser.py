@@ -1,14 +1,18 @@
 """`fillm_parser`: a graph-based dependency parser (deep biaffine attention) for spaCy.
 
-It reads token vectors through a `spacy.Tok2VecListener.v1` (normally the `tok2vec` component
-running `fillm.LLMEncoder.v1`), scores every arc and label with `fillm.BiaffineParser.v1`,
-and decodes one maximum spanning tree per sentence (pipeline/mst.py). Sentences come from
-the doc's sentence starts (a `senter` before it); a doc without any is one sentence.
+It chooses the sentences (the doc's sentence starts, from a `senter` before it; a doc without
+any is one sentence; stretches over MAX_SENTENCE_TOKENS are cut), has `fillm.BiaffineParser.v1`
+score every arc and label of them through a `spacy.Tok2VecListener.v1` (normally the `tok2vec`
+component running `fillm.LLMEncoder.v1`), trains on the loss computed in torch from those scores,
+and decodes one maximum spanning tree per sentence (pipeline/mst.py): only the arc scores leave
+the model's device.
 """
+
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
+import torch
 from spacy.attrs import DEP, HEAD
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
@@ -17,7 +21,7 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
-from ..layers.biaffine import SentenceGradient, SentenceScores
+from ..layers.biaffine import IGNORE, BiaffineDependencyModel, ScoredGroup, SentenceSpan
 from .mst import decode_tree
 
 # The label of a sentence's root. The tree decides which token is the root, so it is not one
@@ -45,6 +49,27 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
 # One doc's parse: absolute head index per token, and label id per token (_ROOT_ID for roots).
 DocParse = Tuple[np.ndarray, np.ndarray]
+
+# Longest stretch parsed as one tree. Scores grow with the square of the length (times the
+# labels), so a 10k-token doc without sentence boundaries would need gigabytes; UD sentences
+# are far shorter, so longer stretches are cut into pieces that are each a tree.
+MAX_SENTENCE_TOKENS = 256
+
+
+def sentence_spans(docs: List[Doc]) -> List[SentenceSpan]:
+    """(doc index, start, end) of every sentence: a new sentence at every token marked as a
+    sentence start, and every MAX_SENTENCE_TOKENS tokens within a longer one. A doc without
+    sentence boundaries (no senter ran) is one sentence (cut the same way)."""
+    spans = []
+    for index, doc in enumerate(docs):
+        if len(doc) == 0:
+            continue
+        starts = [0] + [token.i for token in doc[1:] if token.is_sent_start]
+        for start, end in zip(starts, [*starts[1:], len(doc)]):
+            spans.extend(
+                (index, cut, min(cut + MAX_SENTENCE_TOKENS, end)) for cut in range(start, end, MAX_SENTENCE_TOKENS)
+            )
+    return spans
 
 
 @Language.factory(
@@ -122,32 +147,31 @@ class BiaffineParser(TrainablePipe):
     def predict(self, docs: Iterable[Doc]) -> List[DocParse]:
         """The best single-rooted tree of every sentence, with the best label of every arc."""
         docs = list(docs)
-        parses = [
-            (np.arange(len(doc), dtype=np.int64), np.full(len(doc), _ROOT_ID, dtype=np.int64)) for doc in docs
-        ]
-        if not any(len(doc) for doc in docs):
+        parses = [(np.arange(len(doc), dtype=np.int64), np.full(len(doc), _ROOT_ID, dtype=np.int64)) for doc in docs]
+        spans = sentence_spans(docs)
+        if not spans:
             return parses
-        for sentence in self.model.predict(docs):
-            heads, label_ids = self._decode_sentence(sentence)
-            doc_heads, doc_label_ids = parses[sentence.doc_index]
-            doc_heads[sentence.start : sentence.end] = heads
-            doc_label_ids[sentence.start : sentence.end] = label_ids
+        for group in self.model.predict((docs, spans)):
+            self._decode_group(group, parses)
         return parses
 
-    def _decode_sentence(self, sentence: SentenceScores) -> Tuple[np.ndarray, np.ndarray]:
-        """Absolute heads (a root heads itself, as in spaCy) and label ids of one sentence."""
-        ops = self.model.ops
-        heads = decode_tree(ops.to_numpy(sentence.arcs))
-        n = len(heads)
-        positions = np.arange(n)
-        is_root = heads == 0
-        absolute_heads = np.where(is_root, sentence.start + positions, sentence.start + heads - 1)
+    def _decode_group(self, group: ScoredGroup, parses: List[DocParse]) -> None:
+        """Trees of a group's sentences from its arc scores (on the host: Chu-Liu/Edmonds), the
+        labels chosen on the model's device at the trees' arcs, written into `parses`."""
+        arcs = group.arcs.detach().float().cpu().numpy()
+        heads = np.zeros((len(group.lengths), arcs.shape[1] - 1), dtype=np.int64)  # 0 = ROOT; padding stays 0
+        for row, n in enumerate(group.lengths):
+            heads[row, :n] = decode_tree(arcs[row, : n + 1, : n + 1])
         if self.labels:
-            label_scores = ops.to_numpy(sentence.labels)[positions + 1, heads]
-            label_ids = np.where(is_root, _ROOT_ID, label_scores.argmax(axis=1))
-        else:
-            label_ids = np.where(is_root, _ROOT_ID, _UNLABELLED_ID)
-        return absolute_heads, label_ids
+            with torch.no_grad():
+                best = BiaffineDependencyModel.best_labels(group, torch.as_tensor(heads)).cpu().numpy()
+        for row, ((doc_index, start, end), n) in enumerate(zip(group.spans, group.lengths)):
+            sentence_heads = heads[row, :n]
+            is_root = sentence_heads == 0
+            positions = np.arange(n)
+            doc_heads, doc_label_ids = parses[doc_index]
+            doc_heads[start:end] = np.where(is_root, start + positions, start + sentence_heads - 1)
+            doc_label_ids[start:end] = np.where(is_root, _ROOT_ID, best[row, :n] if self.labels else _UNLABELLED_ID)
 
     def set_annotations(self, docs: Iterable[Doc], parses: List[DocParse]) -> None:
         labels = self.labels
@@ -179,37 +203,37 @@ class BiaffineParser(TrainablePipe):
         if not any(len(example.predicted) for example in examples):
             return losses
         set_dropout_rate(self.model, drop)
-        scores, backprop = self.model.begin_update(training_docs(examples))
-        loss, d_scores = self.get_loss(examples, scores)
-        backprop(d_scores)
+        docs = training_docs(examples)
+        groups, backprop = self.model.begin_update((docs, sentence_spans(docs)))
+        loss, loss_tensor = self.get_loss(examples, groups)
+        if loss_tensor is not None:
+            backprop(loss_tensor)
         if sgd not in (None, False):
             self.finish_update(sgd)
         losses[self.name] += loss
         return losses
 
-    def get_loss(self, examples: Iterable[Example], scores: List[SentenceScores]) -> Tuple[float, List[SentenceGradient]]:
+    def get_loss(self, examples: Iterable[Example], scores: List[ScoredGroup]) -> Tuple[float, Optional[torch.Tensor]]:
         """Cross-entropy of the gold head among all heads of the sentence, plus cross-entropy
-        of the gold label at the gold head. Tokens whose gold head or label is missing, whose
-        gold head lies outside their (predicted) sentence, or whose label was not seen at
-        initialize add nothing to that part of the loss."""
+        of the gold label at the gold head, summed, in torch on the scores' device: (its value,
+        the tensor whose backward trains the model; None when no sentence was scored). Tokens
+        whose gold head or label is missing, whose gold head lies outside their (predicted)
+        sentence, or whose label was not seen at initialize add nothing to that part."""
         examples = list(examples)
         validate_examples(examples, "BiaffineParser.get_loss")
+        if not scores:
+            return 0.0, None
         label_ids = {label: i for i, label in enumerate(self.labels)}
         gold = [gold_targets(example, label_ids) for example in examples]
-        ops = self.model.ops
-        total = 0.0
-        gradients: List[SentenceGradient] = []
-        for sentence in scores:
-            gold_heads, gold_labels = gold[sentence.doc_index]
-            arc_targets = sentence_arc_targets(gold_heads, sentence.start, sentence.end)
-            label_targets = np.where(arc_targets > 0, gold_labels[sentence.start : sentence.end], -1)
-            arc_loss, d_arcs = arc_cross_entropy(ops.to_numpy(sentence.arcs), arc_targets)
-            label_loss, d_labels = label_cross_entropy(ops.to_numpy(sentence.labels), arc_targets, label_targets)
-            total += arc_loss + label_loss
-            gradients.append((ops.asarray2f(d_arcs), ops.asarray3f(d_labels)))
-        if np.isnan(total):
+        total = None
+        for group in scores:
+            arc_targets, label_targets = group_targets(group, gold)
+            loss = BiaffineDependencyModel.loss(group, arc_targets, label_targets)
+            total = loss if total is None else total + loss
+        value = float(total.detach())
+        if np.isnan(value):
             raise ValueError(f"NaN loss in '{self.name}': the parser's model diverged (lower the learning rate).")
-        return float(total), gradients
+        return value, total
 
 
 def training_docs(examples: List[Example]) -> List[Doc]:
@@ -252,39 +276,16 @@ def sentence_arc_targets(gold_heads: np.ndarray, start: int, end: int) -> np.nda
     return np.where(heads < 0, -1, np.where(heads == positions, 0, np.where(inside, heads - start + 1, -1)))
 
 
-def arc_cross_entropy(arcs: np.ndarray, targets: np.ndarray) -> Tuple[float, np.ndarray]:
-    """Loss and gradient of softmax cross-entropy over each dependent's possible heads
-    (every position of the sentence, ROOT included, except itself)."""
-    n = len(targets)
-    scores = arcs[1:].astype(np.float64)  # row d-1 = dependent d; the ROOT row is never a dependent
-    scores[np.arange(n), np.arange(1, n + 1)] = -np.inf
-    log_probs = scores - logsumexp(scores)
-    d_arcs = np.zeros(arcs.shape, dtype=np.float32)
-    rows = np.flatnonzero(targets >= 0)
-    if len(rows) == 0:
-        return 0.0, d_arcs
-    d_rows = np.exp(log_probs[rows])
-    d_rows[np.arange(len(rows)), targets[rows]] -= 1.0
-    d_arcs[rows + 1] = d_rows
-    return float(-log_probs[rows, targets[rows]].sum()), d_arcs
-
-
-def label_cross_entropy(labels: np.ndarray, arc_targets: np.ndarray, label_targets: np.ndarray) -> Tuple[float, np.ndarray]:
-    """Loss and gradient of softmax cross-entropy over labels, at each dependent's gold head."""
-    d_labels = np.zeros(labels.shape, dtype=np.float32)
-    rows = np.flatnonzero(label_targets >= 0)
-    if len(rows) == 0:
-        return 0.0, d_labels
-    dependents, heads = rows + 1, arc_targets[rows]
-    scores = labels[dependents, heads].astype(np.float64)
-    log_probs = scores - logsumexp(scores)
-    d_cells = np.exp(log_probs)
-    d_cells[np.arange(len(rows)), label_targets[rows]] -= 1.0
-    d_labels[dependents, heads] = d_cells
-    return float(-log_probs[np.arange(len(rows)), label_targets[rows]].sum()), d_labels
-
-
-def logsumexp(scores: np.ndarray) -> np.ndarray:
-    """Row-wise log Σ exp, stable, as a column (rows of scores are never all -inf)."""
-    top = scores.max(axis=1, keepdims=True)
-    return top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True))
+def group_targets(group: ScoredGroup, gold: List[Tuple[np.ndarray, np.ndarray]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(G, L) arc and label targets of a group's dependents 1..L (IGNORE where none): the gold
+    head as a score column (0 = ROOT), and the gold label id on non-root arcs."""
+    longest = max(group.lengths)
+    arc_targets = np.full((len(group.spans), longest), IGNORE, dtype=np.int64)
+    label_targets = np.full((len(group.spans), longest), IGNORE, dtype=np.int64)
+    for row, (doc_index, start, end) in enumerate(group.spans):
+        gold_heads, gold_labels = gold[doc_index]
+        arcs = sentence_arc_targets(gold_heads, start, end)
+        labels = np.where(arcs > 0, gold_labels[start:end], -1)
+        arc_targets[row, : end - start] = np.where(arcs >= 0, arcs, IGNORE)
+        label_targets[row, : end - start] = np.where(labels >= 0, labels, IGNORE)
+    return torch.from_numpy(arc_targets), torch.from_numpy(label_targets)

@@ -1,5 +1,6 @@
 """Int8 dynamic quantization of a pipeline's LLM encoders (the base LLM's linear layers) for CPU
 inference (`bench --int8`): a tool on a loaded pipeline, not a component."""
+
 from typing import Iterator, List
 
 import torch
@@ -40,4 +41,3 @@ def quantize_for_inference(nlp: Language) -> List[str]:
             torch.ao.quantization.quantize_dynamic(decoder, qconfig_spec=names, dtype=torch.qint8, inplace=True)
             quantized.extend(sorted(names))
     return quantized
-

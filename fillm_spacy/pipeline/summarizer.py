@@ -41,6 +41,7 @@ abstractive `prompt` in the language you want, if not the default).
 This module is imported whenever spaCy builds a pipeline (entry point `spacy_factories`), so it
 imports nothing heavy at module level.
 """
+
 from typing import Iterable, Iterator, List, Optional
 
 import numpy as np
@@ -249,7 +250,10 @@ def warn_if_adapter_was_trained_otherwise(adapter: str, prompt: str, max_input_p
         if key in trained and trained[key] != value
     }
     if differences:
-        warnings.warn(f"Adapter '{adapter}' was fine-tuned with other summarizer settings (trained, now): {differences}")
+        warnings.warn(
+            f"Adapter '{adapter}' was fine-tuned with other summarizer settings (trained, now): {differences}",
+            stacklevel=2,
+        )
 
 
 @Language.factory(

@@ -5,6 +5,7 @@ both syntax and entities. Docs from each corpus leave the other's annotation mis
 (not empty), so each head learns only from the docs that carry its annotation. Silver docs
 (raw text annotated by a larger pipeline, for distillation) carry every annotation.
 """
+
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 

@@ -1,4 +1,5 @@
 """Raw text, one document per line: what the silver data, the LLM vectors and `bench` read."""
+
 from itertools import islice
 from pathlib import Path
 from typing import List, Optional
@@ -18,4 +19,6 @@ def first_lines(path: Path, n_lines: Optional[int] = None) -> List[str]:
             non_empty = (line.strip() for line in stream if line.strip())
             return list(islice(non_empty, n_lines))
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at a byte {error.object[error.start:error.start + 1]!r})") from None
+        raise ValueError(
+            f"{path} is not UTF-8 text ({error.reason} at a byte {error.object[error.start : error.start + 1]!r})"
+        ) from None

@@ -9,7 +9,9 @@ used; nothing here knows where the offline data lives except `setup`'s --shared 
     python -m fillm_spacy.workflow.data convert-tests --ud "newscrawl=assets/ud/test.conllu" \
         --ner "wikiann=corpus/ner/test.spacy" --output-dir corpus/test
 """
+
 import argparse
+import logging
 import random
 import re
 import shutil
@@ -24,7 +26,10 @@ from spacy.tokens import Doc, DocBin
 from spacy.util import get_words_and_spaces
 from spacy.vocab import Vocab
 
+from ..logs import setup_cli_logging
 from ..readers.raw_text import first_lines
+
+log = logging.getLogger("fillm_spacy.data")
 
 # calamanCy v0.2.0's conversion protocol (models/v0.2.0/project.yml, setup-finetuning-data):
 # XPOS+morphology as the tag, multiword tokens merged into one spaCy token, one sentence a doc.
@@ -186,8 +191,10 @@ def setup_offline_data(shared: Path, assets: Path, ud_heldout_every: int = 10) -
     and the rest assets/ud/train.conllu, so the test set is never seen in training or model
     selection (the dev file picks model-best)."""
     if not shared.is_dir():
-        print(f"[setup] {shared} not found: nothing to copy. Fetch the upstream data with "
-              f"`spacy project assets --extra` and point the vars at it (see assets/README.md).")
+        log.warning(
+            f"{shared} not found: nothing to copy. Fetch the upstream data with "
+            f"`spacy project assets --extra` and point the vars at it (see assets/README.md)."
+        )
         return []
     written = []
     for source, dest in OFFLINE_COPIES.items():
@@ -210,9 +217,11 @@ def setup_offline_data(shared: Path, assets: Path, ud_heldout_every: int = 10) -
         test_path.unlink()  # a stale held-out file would overlap the new training file
     n_kept, n_held = len(conllu_sentences(kept)), len(conllu_sentences(held_out))
     for path in written:
-        print(f"[setup] wrote {path}")
-    print(f"[setup] UD: {n_kept} training sentences, {n_held} held-out test sentences "
-          f"(every {ud_heldout_every}th of {shared / OFFLINE_UD_TRAIN})")
+        log.info(f"wrote {path}")
+    log.info(
+        f"UD: {n_kept} training sentences, {n_held} held-out test sentences "
+        f"(every {ud_heldout_every}th of {shared / OFFLINE_UD_TRAIN})"
+    )
     return written
 
 
@@ -226,14 +235,14 @@ def convert_ud(source: Path, dest: Path) -> int:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "spacy", "convert", str(source), tmp, *UD_CONVERT_FLAGS]
-        print("[convert] " + " ".join(command[1:]))
+        log.info("" + " ".join(command[1:]))
         subprocess.run(command, check=True)
         outputs = list(Path(tmp).glob("*.spacy"))
         if len(outputs) != 1:
             raise RuntimeError(f"spacy convert wrote {outputs}, expected one .spacy file")
         shutil.move(str(outputs[0]), dest)
     n_docs = len(DocBin().from_disk(dest))
-    print(f"[convert] {source} -> {dest}: {n_docs} docs")
+    log.info(f"{source} -> {dest}: {n_docs} docs")
     return n_docs
 
 
@@ -247,7 +256,7 @@ def split_ner(source: Path, output_dir: Path, seed: int, ratios: Sequence[float]
         path = output_dir / f"{name}.spacy"
         DocBin(docs=[docs[i] for i in indices]).to_disk(path)
         n_ents = sum(len(docs[i].ents) for i in indices)
-        print(f"[split-ner] {path}: {len(indices)} docs, {n_ents} entities")
+        log.info(f"{path}: {len(indices)} docs, {n_ents} entities")
         paths.append(path)
     return paths
 
@@ -265,7 +274,7 @@ def convert_ner_test(source: Path, dest: Path, keep_labels: Optional[Sequence[st
         n_docs = len(docs)
     else:
         raise ValueError(f"NER test sets must be .spacy or .iob2 files, got {source}")
-    print(f"[convert] NER test {source} -> {dest}: {n_docs} docs")
+    log.info(f"NER test {source} -> {dest}: {n_docs} docs")
     return n_docs
 
 
@@ -299,11 +308,12 @@ def head_lines(source: Path, dest: Path, n_lines: int) -> int:
     lines = first_lines(source, n_lines)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("".join(line + "\n" for line in lines), encoding="utf8")
-    print(f"[head-lines] {source} -> {dest}: {len(lines)} lines")
+    log.info(f"{source} -> {dest}: {len(lines)} lines")
     return len(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    setup_cli_logging()
     parser = argparse.ArgumentParser(prog="python -m fillm_spacy.workflow.data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -342,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if args.source:
             split_ner(Path(args.source), args.output_dir, args.seed)
         else:
-            print("[split-ner] no source given (ner_source is empty): using the ner_* variables as they are")
+            log.info("no source given (ner_source is empty): using the ner_* variables as they are")
     elif args.command == "convert-tests":
         convert_tests(args.ud, args.ner, args.output_dir)
 

@@ -16,8 +16,10 @@ alone would build one from character n-grams.
     python -m fillm_spacy.workflow.llm_vectors assets/raw/alt-fil-wikinews.txt vectors/llm-tl \\
         --layers 4 8 12 --lines 5000
 """
+
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -29,8 +31,11 @@ from spacy.vectors import Vectors
 
 from ..layers.encoder_batch import docs_to_batch
 from ..layers.llm_encoder_module import LLMEncoderModule
+from ..logs import setup_cli_logging
 from ..models.loading import load_base_llm
 from ..readers.raw_text import first_lines
+
+log = logging.getLogger("fillm_spacy.llm_vectors")
 
 
 def average_llm_states(
@@ -159,11 +164,14 @@ def build_llm_vectors(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    setup_cli_logging()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("raw_text", type=Path, help="raw text, one document per line")
     parser.add_argument("output", type=Path, help="pipeline directory to write (paths.vectors)")
     parser.add_argument("--model", default="gemma3-270m", help="base model (alias, local directory or cached hub name)")
-    parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 12], help="hidden states averaged (k = layer k's output)")
+    parser.add_argument(
+        "--layers", type=int, nargs="+", default=[4, 8, 12], help="hidden states averaged (k = layer k's output)"
+    )
     parser.add_argument("--lines", type=int, default=0, help="read the first N non-empty lines (0 = all)")
     parser.add_argument("--min-count", type=int, default=2, help="keep word types seen at least this often")
     parser.add_argument("--dim", type=int, default=0, help="PCA to this many columns (0 = the model's hidden size)")
@@ -183,8 +191,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             lang=args.lang,
         )
     except (OSError, ValueError) as error:
-        raise SystemExit(f"[llm-vectors] {error}")
-    print(f"[llm-vectors] {json.dumps(summary)}")
+        raise SystemExit(f"[llm-vectors] {error}") from None
+    log.info(f"{json.dumps(summary)}")
 
 
 if __name__ == "__main__":

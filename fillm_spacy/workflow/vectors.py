@@ -14,13 +14,19 @@ whitespace only.
     python -m fillm_spacy.workflow.vectors assets/raw/alt-fil-wikinews.txt vectors/floret-tl.floret --dim 200
     python -m spacy init vectors tl vectors/floret-tl.floret vectors/floret-tl --mode floret
 """
+
 import argparse
+import logging
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 import spacy
+
+from ..logs import setup_cli_logging
+
+log = logging.getLogger("fillm_spacy.vectors")
 
 # floret settings shared with calamanCy's recipe; the rest are floret's defaults (lr 0.05, ws 5,
 # neg 5, minCount 5), which calamanCy's command line also left untouched.
@@ -63,7 +69,7 @@ def train_floret_vectors(
                 n_lines += 1
         if n_lines == 0:
             raise ValueError(f"{raw_text} has no text to train vectors on")
-        print(f"[vectors] tokenized {n_lines} lines in {time.time() - start:.1f}s")
+        log.info(f"tokenized {n_lines} lines in {time.time() - start:.1f}s")
         start = time.time()
         model = floret.train_unsupervised(
             str(tokenized),
@@ -79,14 +85,17 @@ def train_floret_vectors(
             thread=threads,
             verbose=0,
         )
-        print(f"[vectors] trained floret (dim {dim}, bucket {bucket}, {epochs} epochs, "
-              f"{len(model.words)} words) in {time.time() - start:.1f}s")
+        log.info(
+            f"trained floret (dim {dim}, bucket {bucket}, {epochs} epochs, "
+            f"{len(model.words)} words) in {time.time() - start:.1f}s"
+        )
     model.save_floret_vectors(str(output))
-    print(f"[vectors] wrote {output}")
+    log.info(f"wrote {output}")
     return output
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    setup_cli_logging()
     parser = argparse.ArgumentParser(prog="python -m fillm_spacy.workflow.vectors", description=__doc__.split("\n")[0])
     parser.add_argument("raw_text", type=Path, help="raw text, one paragraph or sentence a line")
     parser.add_argument("output", type=Path, help="the .floret file to write")
@@ -98,8 +107,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--lang", default="tl")
     args = parser.parse_args(argv)
     train_floret_vectors(
-        args.raw_text, args.output, dim=args.dim, bucket=args.bucket, epochs=args.epochs,
-        threads=args.threads, lang=args.lang, min_count=args.min_count,
+        args.raw_text,
+        args.output,
+        dim=args.dim,
+        bucket=args.bucket,
+        epochs=args.epochs,
+        threads=args.threads,
+        lang=args.lang,
+        min_count=args.min_count,
     )
 
 

@@ -2,6 +2,8 @@
 die with it and never write into the next job's output), SIGTERM, shards changed on disk before a
 resume, JSONL nested too deep, a multi-megabyte line without spaces, and writes that fail (no
 directory, no lock file, a full disk). Jobs that are killed run as subprocesses, every wait bounded."""
+
+import contextlib
 import errno
 import json
 import os
@@ -10,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import List, Set
 
@@ -25,7 +26,15 @@ from fillm_spacy.annotate.manifest import load_manifest
 from fillm_spacy.annotate.worker import PART_CHARS, ShardAnnotator, part_bounds, split_long_words, text_bounds
 from fillm_spacy.annotate.writers import TEMP_PREFIX, shard_intact, write_atomic
 
-from .annotate_helpers import alt_lines, blank_pipeline, journal_lines, read_output, tiny_tl_fillm, wait_for, write_jsonl
+from .annotate_helpers import (
+    alt_lines,
+    blank_pipeline,
+    journal_lines,
+    read_output,
+    tiny_tl_fillm,
+    wait_for,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -81,10 +90,8 @@ def alive(pids) -> Set[int]:
 def end_processes(pids) -> None:
     """Cleanup: SIGKILL what is left of the processes these tests started, one by one."""
     for pid in alive(pids):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def start_then_stop(args, out: Path, send: int, shards_first: int = 1):
@@ -93,7 +100,9 @@ def start_then_stop(args, out: Path, send: int, shards_first: int = 1):
     process = subprocess.Popen(args, env=env_one_thread(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     below: Set[int] = set()
     try:
-        started = wait_for(lambda: journal_lines(out) >= shards_first and len(descendants(process.pid)) >= 3, timeout=240)
+        started = wait_for(
+            lambda: journal_lines(out) >= shards_first and len(descendants(process.pid)) >= 3, timeout=240
+        )
         assert started, "the job finished no shard with its pool running"
         assert process.poll() is None, "the job ended before it could be stopped mid-run"
         below = descendants(process.pid)
@@ -117,7 +126,9 @@ def test_a_killed_jobs_workers_die_with_it_and_never_write_into_the_next_jobs_ou
     --force and another shard size into the same directory; A's workers must not outlive A, and
     what is on disk afterwards is exactly B's output."""
     out = tmp_path / "out"
-    a, below = start_then_stop(command(pipeline, corpus_600, out, "--shard-size", 100, "--n-process", 2), out, signal.SIGKILL)
+    a, below = start_then_stop(
+        command(pipeline, corpus_600, out, "--shard-size", 100, "--n-process", 2), out, signal.SIGKILL
+    )
     try:
         a.wait(timeout=30)
         summary = annotate(str(pipeline), str(corpus_600), str(out), shard_size=60, force=True, progress=False)
@@ -208,8 +219,10 @@ def nested(depth: int) -> str:
 
 def test_deeply_nested_records_are_skipped_and_counted_and_the_others_annotated(blank, tmp_path):
     within = '{"text": "Sakto.", "meta": ' + "[" * (MAX_DEPTH - 2) + '"\\ud800"' + "]" * (MAX_DEPTH - 2) + "}"
-    source = write_jsonl(tmp_path / "in.jsonl", [{"text": "Una."}, nested(510), {"text": "Pangalawa."}, nested(5000),
-                                                 within, {"text": "Huli."}])
+    source = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"text": "Una."}, nested(510), {"text": "Pangalawa."}, nested(5000), within, {"text": "Huli."}],
+    )
     json.loads(nested(510))  # json accepts it: it is the repair that must cope
     for fmt in ("spacy", "jsonl"):
         summary = annotate(str(blank), str(source), str(tmp_path / fmt), fmt=fmt, shard_size=2, progress=False)
@@ -222,7 +235,11 @@ def test_deeply_nested_records_are_skipped_and_counted_and_the_others_annotated(
 def test_repair_value_is_iterative_and_keeps_order():
     value = {"a": [1, {"b": "x\ud800", "c": 2**70}], "d": (3, [4.5, None, True]), "e": {}}
     reasons: List[str] = []
-    assert repair_value(value, reasons) == {"a": [1, {"b": "x\ufffd", "c": str(2**70)}], "d": [3, [4.5, None, True]], "e": {}}
+    assert repair_value(value, reasons) == {
+        "a": [1, {"b": "x\ufffd", "c": str(2**70)}],
+        "d": [3, [4.5, None, True]],
+        "e": {},
+    }
     assert sorted(reasons) == ["big_integers", "lone_surrogates"]
     deep = inner = []
     for _ in range(MAX_DEPTH - 1):
@@ -286,17 +303,27 @@ def test_a_megabyte_line_without_spaces_costs_bounded_time_and_memory(pipeline, 
     small, source = tmp_path / "small.txt", tmp_path / "in.txt"
     small.write_text("Maikli.\nHuli.\n", encoding="utf8")
     source.write_text(f"Maikli.\n{line}\nHuli.\n", encoding="utf8")
-    result = subprocess.run([sys.executable, "-c", LONG_LINE_SCRIPT, str(pipeline), str(small), str(source), str(tmp_path / "out")],
-                            env=env_one_thread(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", LONG_LINE_SCRIPT, str(pipeline), str(small), str(source), str(tmp_path / "out")],
+        env=env_one_thread(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     grown = measured["peak_mb"] - measured["baseline_mb"]
-    print(f"1 MB spaceless line: {measured['seconds']:.1f} s, peak RSS {measured['peak_mb']:.0f} MB, {grown:.0f} MB over short documents")
+    print(
+        f"1 MB spaceless line: {measured['seconds']:.1f} s, peak RSS {measured['peak_mb']:.0f} MB, {grown:.0f} MB over short documents"
+    )
     assert measured["documents"] == 3 and measured["kept"] == {"long_document": 1}
     assert measured["seconds"] < 180 and grown < 200
     docs = read_output(tmp_path / "out")
     assert [d["text"] for d in docs] == ["Maikli.", line, "Huli."]
-    assert all(t["end"] - t["start"] <= PART_CHARS for t in docs[1]["tokens"]) and len(docs[1]["tokens"]) >= 2**20 // PART_CHARS
+    assert (
+        all(t["end"] - t["start"] <= PART_CHARS for t in docs[1]["tokens"])
+        and len(docs[1]["tokens"]) >= 2**20 // PART_CHARS
+    )
     assert all(t["pos"] and t["dep"] for t in docs[1]["tokens"])
 
 
@@ -308,8 +335,14 @@ def run_cli(args, limit_bytes=None, timeout=120):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.run(args, env=env_one_thread(), capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=limit_file_size if limit_bytes else None)
+    return subprocess.run(
+        args,
+        env=env_one_thread(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit_file_size if limit_bytes else None,
+    )
 
 
 def assert_one_line_error(result, *fragments):
@@ -323,7 +356,9 @@ def test_an_output_directory_that_cannot_be_created_or_locked_is_one_line(blank,
     source.write_text("Kumain ako.\n", encoding="utf8")
     (tmp_path / "a-file").write_text("")
     # tests run as root, whom chmod does not stop: a path under a regular file, and /proc
-    assert_one_line_error(run_cli(command(blank, source, tmp_path / "a-file" / "out")), "cannot create the output directory")
+    assert_one_line_error(
+        run_cli(command(blank, source, tmp_path / "a-file" / "out")), "cannot create the output directory"
+    )
     assert_one_line_error(run_cli(command(blank, source, "/proc")), "cannot create the lock file /proc/.lock")
 
 

@@ -30,12 +30,16 @@ def test_same_name_shares_one_loaded_model(tiny_gemma3_dir):
     assert load_base_llm(str(tiny_gemma3_dir)) is load_base_llm(str(tiny_gemma3_dir))
 
 
-def test_one_loaded_copy_per_process_whatever_the_device(tiny_gemma3_dir):
-    """A component asking for another device gets the same object, moved: never a second copy
-    (on a GPU that would be two 7B models). "cpu:0" stands in for a second device here."""
+def test_one_loaded_copy_per_model_directory_and_no_silent_move(tiny_gemma3_dir, tmp_path):
+    """Every spelling of one model directory shares one copy (on a GPU, two would be two 7B
+    models); asking for another device is a clear error, never a move under the components that
+    share the copy ("meta" stands in for a second device here)."""
     llm = load_base_llm(str(tiny_gemma3_dir), device="cpu")
-    again = load_base_llm(str(tiny_gemma3_dir), device="cpu:0")
-    assert again is llm and again.model is llm.model
+    (tmp_path / "link").symlink_to(tiny_gemma3_dir)
+    assert load_base_llm(str(tmp_path / "link")) is llm
+    assert load_base_llm(str(tiny_gemma3_dir) + "/") is llm
+    with pytest.raises(ValueError, match="already loaded on cpu for another component"):
+        load_base_llm(str(tiny_gemma3_dir), device="meta")
     assert llm.device.type == "cpu"
     assert load_base_llm(str(tiny_gemma3_dir), dtype="bfloat16") is not llm  # another dtype is another copy
 
@@ -67,7 +71,25 @@ def test_merges_are_ranked_by_the_piece_they_make():
 
 
 def test_rebuilt_tokenizer_is_bpe_with_gemma_offsets():
-    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "▁", "a", "k", "o", "s", "i", "l", "ak", "ako", "▁ako", "si", "sil", "sila"]
+    tokens = [
+        "<pad>",
+        "<eos>",
+        "<bos>",
+        "<unk>",
+        "▁",
+        "a",
+        "k",
+        "o",
+        "s",
+        "i",
+        "l",
+        "ak",
+        "ako",
+        "▁ako",
+        "si",
+        "sil",
+        "sila",
+    ]
     types = [TOKEN_CONTROL] * 4 + [TOKEN_NORMAL] * (len(tokens) - 4)
     tokenizer = build_gemma_tokenizer(tokens, types)
     enc = tokenizer("sila ako", add_special_tokens=False, return_offsets_mapping=True)
@@ -92,7 +114,11 @@ def test_gemma3_270m_alias_matches_its_gguf_and_encodes_tagalog(tmp_path):
     tensor = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")
     expected = dequantize(tensor.data, tensor.tensor_type).reshape(tuple(reversed(tensor.shape.tolist())))
     weights = dict(llm.model.named_parameters())
-    name = next(n for n in weights if n.endswith("layers.0.self_attn.q_proj.weight") or n.endswith("layers.0.self_attn.q_proj.base_layer.weight"))
+    name = next(
+        n
+        for n in weights
+        if n.endswith("layers.0.self_attn.q_proj.weight") or n.endswith("layers.0.self_attn.q_proj.base_layer.weight")
+    )
     np.testing.assert_allclose(weights[name].detach().numpy(), expected, rtol=1e-6, atol=1e-6)
 
     nlp = spacy.blank("tl")

@@ -1,5 +1,6 @@
 """fillm_spacy.evaluation: the statistics, the per-sentence counts (which must add up to spaCy's
 own scores), the report and the compare CLI's runs."""
+
 import json
 import random
 
@@ -28,7 +29,7 @@ from fillm_spacy.evaluation.stats import (
 )
 from fillm_spacy.readers.records import select_range
 
-from .conftest import sample_docs
+from ..conftest import sample_docs
 
 # ---------------------------------------------------------------------------------------------
 # statistics
@@ -219,10 +220,12 @@ def perturbed_prediction(nlp, gold: Doc, rng: random.Random, retokenize: bool, s
             deps.append(("obl" if rng.random() < 0.5 else t.dep_) if t.i != root else "ROOT")
     if split:
         starts = [i in (0, len(words) // 2) for i in range(len(words))]
-        return Doc(nlp.vocab, words=words, spaces=spaces, pos=pos, tags=tags, lemmas=lemmas,
-                   morphs=morphs, sent_starts=starts)
-    return Doc(nlp.vocab, words=words, spaces=spaces, pos=pos, tags=tags, lemmas=lemmas,
-               morphs=morphs, heads=heads, deps=deps)
+        return Doc(
+            nlp.vocab, words=words, spaces=spaces, pos=pos, tags=tags, lemmas=lemmas, morphs=morphs, sent_starts=starts
+        )
+    return Doc(
+        nlp.vocab, words=words, spaces=spaces, pos=pos, tags=tags, lemmas=lemmas, morphs=morphs, heads=heads, deps=deps
+    )
 
 
 def with_entities(doc: Doc, rng: random.Random, noise: float) -> Doc:
@@ -316,9 +319,13 @@ def test_compare_test_set_and_markdown(scored_examples):
     system = [doc_counts(eg) for eg in scored_examples]
     perfect = [doc_counts(Example(eg.reference, eg.reference)) for eg in scored_examples]
     result = compare_test_set(
-        "ud-newscrawl-heldout", ("gold_copy", perfect), ("perturbed", system),
+        "ud-newscrawl-heldout",
+        ("gold_copy", perfect),
+        ("perturbed", system),
         {"gold_copy": None, "perturbed": {"pos_acc": corpus_score(scored_examples, METRICS[1]), "speed": 1234.5}},
-        n_resamples=500, seed=0, confidence=0.95,
+        n_resamples=500,
+        seed=0,
+        confidence=0.95,
     )
     assert [row["metric"] for row in result["rows"]] == [m.key for m in METRICS]
     assert result["warnings"] == []
@@ -333,8 +340,15 @@ def test_compare_test_set_and_markdown(scored_examples):
     assert "1,234" in text  # speed from spacy evaluate's JSON
 
     # A disagreement with spacy evaluate's number is reported, not hidden.
-    wrong = compare_test_set("ner-x", ("a", system), ("b", system), {"a": {"ents_f": 0.5}, "b": None},
-                             n_resamples=100, seed=0, confidence=0.95)
+    wrong = compare_test_set(
+        "ner-x",
+        ("a", system),
+        ("b", system),
+        {"a": {"ents_f": 0.5}, "b": None},
+        n_resamples=100,
+        seed=0,
+        confidence=0.95,
+    )
     assert any(w.startswith("a ents_f") for w in wrong["warnings"])
     assert "Warning: a ents_f" in render_markdown([wrong], n_resamples=100, seed=0, confidence=0.95)
 
@@ -358,8 +372,13 @@ def test_evaluate_and_report_end_to_end(tmp_path):
     spacy.blank("tl").to_disk(blank_dir)
     ruler_nlp = spacy.blank("tl")
     ruler = ruler_nlp.add_pipe("entity_ruler")
-    ruler.add_patterns([{"label": "PER", "pattern": "Juan"}, {"label": "PER", "pattern": "Maria"},
-                        {"label": "LOC", "pattern": "Maynila"}])
+    ruler.add_patterns(
+        [
+            {"label": "PER", "pattern": "Juan"},
+            {"label": "PER", "pattern": "Maria"},
+            {"label": "LOC", "pattern": "Maynila"},
+        ]
+    )
     ruler_dir = tmp_path / "ruler"
     ruler_nlp.to_disk(ruler_dir)
 
@@ -369,8 +388,16 @@ def test_evaluate_and_report_end_to_end(tmp_path):
     assert json.loads(written[0].read_text())["ents_f"] == pytest.approx(1.0)
 
     output = tmp_path / "compare.md"
-    results = report([("ruler", str(ruler_dir))], [("blank", str(blank_dir))], test_dir, metrics, output,
-                     tmp_path / "compare.json", n_resamples=300, seed=0)
+    results = report(
+        [("ruler", str(ruler_dir))],
+        [("blank", str(blank_dir))],
+        test_dir,
+        metrics,
+        output,
+        tmp_path / "compare.json",
+        n_resamples=300,
+        seed=0,
+    )
     (result,) = results
     assert result["warnings"] == []
     rows = {row["metric"]: row for row in result["rows"]}
@@ -390,13 +417,32 @@ def test_evaluate_and_report_end_to_end(tmp_path):
         predicted.append(doc)
     DocBin(docs=predicted).to_disk(tmp_path / "gen.spacy")
     gen_json = tmp_path / "gen.json"
-    gen_json.write_text(json.dumps({"task": "ner", "test": str(test_dir / "ner-toy.spacy"), "range": "1:4",
-                                    "limit": None, "predictions": str(tmp_path / "gen.spacy")}))
-    results = report([("ruler", str(ruler_dir))], [("blank", str(blank_dir))], test_dir, metrics, output,
-                     generative=[("llm", str(gen_json))], n_resamples=300, seed=0)
+    gen_json.write_text(
+        json.dumps(
+            {
+                "task": "ner",
+                "test": str(test_dir / "ner-toy.spacy"),
+                "range": "1:4",
+                "limit": None,
+                "predictions": str(tmp_path / "gen.spacy"),
+            }
+        )
+    )
+    results = report(
+        [("ruler", str(ruler_dir))],
+        [("blank", str(blank_dir))],
+        test_dir,
+        metrics,
+        output,
+        generative=[("llm", str(gen_json))],
+        n_resamples=300,
+        seed=0,
+    )
     generative = [r for r in results if r["system"] == "llm"]
     assert [(r["test_set"], r["baseline"], r["n_docs"]) for r in generative] == [
-        ("ner-toy docs 1:4, generative", "ruler", 3), ("ner-toy docs 1:4, generative", "blank", 3)]
+        ("ner-toy docs 1:4, generative", "ruler", 3),
+        ("ner-toy docs 1:4, generative", "blank", 3),
+    ]
     gen_rows = {row["metric"]: row["bootstrap"] for row in generative[0]["rows"]}
     assert set(gen_rows) == {"ents_p", "ents_r", "ents_f"}
     # docs 1:4 hold Maria | (none) | Juan, Maynila: 3 gold entities; predicted Juan (right) and dito
@@ -405,11 +451,28 @@ def test_evaluate_and_report_end_to_end(tmp_path):
     assert gen_rows["ents_f"]["score_b"] == pytest.approx(1.0)  # the ruler on the same docs
     assert "ner-toy docs 1:4, generative: llm vs ruler (3 docs)" in output.read_text()
 
-    gen_json.write_text(json.dumps({"task": "ner", "test": str(test_dir / "ner-toy.spacy"), "range": "0:5",
-                                    "limit": None, "predictions": str(tmp_path / "gen.spacy")}))
+    gen_json.write_text(
+        json.dumps(
+            {
+                "task": "ner",
+                "test": str(test_dir / "ner-toy.spacy"),
+                "range": "0:5",
+                "limit": None,
+                "predictions": str(tmp_path / "gen.spacy"),
+            }
+        )
+    )
     with pytest.raises(ValueError, match="3 predicted docs for 5 test docs"):
-        report([("ruler", str(ruler_dir))], [("blank", str(blank_dir))], test_dir, metrics, output,
-               generative=[("llm", str(gen_json))], n_resamples=300, seed=0)
+        report(
+            [("ruler", str(ruler_dir))],
+            [("blank", str(blank_dir))],
+            test_dir,
+            metrics,
+            output,
+            generative=[("llm", str(gen_json))],
+            n_resamples=300,
+            seed=0,
+        )
 
 
 def test_report_compares_every_system_with_every_baseline(tmp_path):
@@ -430,9 +493,20 @@ def test_report_compares_every_system_with_every_baseline(tmp_path):
             pipeline.add_pipe("entity_ruler").add_patterns([{"label": "PER", "pattern": pattern}])
         pipeline.to_disk(tmp_path / name)
         paths[name] = str(tmp_path / name)
-    results = report([("finds_juan", paths["finds_juan"]), ("finds_sa", paths["finds_sa"])],
-                     [("finds_nothing", paths["finds_nothing"])], test_dir, tmp_path / "metrics",
-                     tmp_path / "compare.md", n_resamples=200, seed=0)
-    assert [(r["system"], r["baseline"]) for r in results] == [("finds_juan", "finds_nothing"), ("finds_sa", "finds_nothing")]
-    f_scores = {r["system"]: {row["metric"]: row for row in r["rows"]}["ents_f"]["bootstrap"]["score_a"] for r in results}
+    results = report(
+        [("finds_juan", paths["finds_juan"]), ("finds_sa", paths["finds_sa"])],
+        [("finds_nothing", paths["finds_nothing"])],
+        test_dir,
+        tmp_path / "metrics",
+        tmp_path / "compare.md",
+        n_resamples=200,
+        seed=0,
+    )
+    assert [(r["system"], r["baseline"]) for r in results] == [
+        ("finds_juan", "finds_nothing"),
+        ("finds_sa", "finds_nothing"),
+    ]
+    f_scores = {
+        r["system"]: {row["metric"]: row for row in r["rows"]}["ents_f"]["bootstrap"]["score_a"] for r in results
+    }
     assert f_scores == {"finds_juan": pytest.approx(1.0), "finds_sa": 0.0}

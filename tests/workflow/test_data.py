@@ -1,5 +1,6 @@
 """fillm_spacy.workflow.data and .vectors (set-up, splits, conversion), load(), and the
 project.yml that drives them."""
+
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,9 @@ from fillm_spacy.workflow.data import (
 )
 from fillm_spacy.workflow.vectors import tokenize_lines, train_floret_vectors
 
-from .conftest import SAMPLE_CONLLU, sample_texts
+from ..conftest import SAMPLE_CONLLU, sample_texts
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +86,9 @@ def test_split_ner_writes_three_disjoint_docbins(tmp_path):
 
 def test_parse_named_paths():
     assert parse_named_paths("newscrawl=a/b.conllu, trg=c.conllu") == [
-        ("newscrawl", Path("a/b.conllu")), ("trg", Path("c.conllu"))]
+        ("newscrawl", Path("a/b.conllu")),
+        ("trg", Path("c.conllu")),
+    ]
     assert parse_named_paths("") == []
     for bad in ("no-equals", "x=", "x=a,x=b", "bad name=a"):
         with pytest.raises(ValueError):
@@ -196,8 +199,7 @@ def test_setup_without_offline_data_is_a_no_op(tmp_path):
 
 
 def test_tokenize_lines_uses_spacys_tokenizer():
-    assert list(tokenize_lines(["Pumunta siya sa Paris, France.\n", "  \n"])) == [
-        "Pumunta siya sa Paris , France ."]
+    assert list(tokenize_lines(["Pumunta siya sa Paris, France.\n", "  \n"])) == ["Pumunta siya sa Paris , France ."]
 
 
 def test_floret_vectors_load_into_spacy(tmp_path):
@@ -239,15 +241,41 @@ def project():
 
 def test_project_has_the_agreed_commands_and_workflows(project):
     commands = {c["name"]: c for c in project["commands"]}
-    for name in ("setup", "convert", "train-lg", "annotate-silver", "train", "train-sm-gold", "train-vectors",
-                 "train-llm-vectors", "train-sm-llm-vectors",
-                 "train-baseline", "train-baseline-novectors", "evaluate", "compare", "package", "bench"):
+    for name in (
+        "setup",
+        "convert",
+        "train-lg",
+        "annotate-silver",
+        "train",
+        "train-sm-gold",
+        "train-vectors",
+        "train-llm-vectors",
+        "train-sm-llm-vectors",
+        "train-baseline",
+        "train-baseline-novectors",
+        "evaluate",
+        "compare",
+        "package",
+        "bench",
+    ):
         assert name in commands, name
     for workflow in ("all", "quick"):
         assert set(project["workflows"][workflow]) <= set(commands)
     assert project["workflows"]["all"][0] == project["workflows"]["quick"][0] == "setup"
-    for name in ("base_model", "gpu_id", "ud_train", "ud_dev", "ud_tests", "ner_train", "ner_dev", "ner_tests",
-                 "raw_text", "summarization_pairs", "quick_steps", "shared_data"):
+    for name in (
+        "base_model",
+        "gpu_id",
+        "ud_train",
+        "ud_dev",
+        "ud_tests",
+        "ner_train",
+        "ner_dev",
+        "ner_tests",
+        "raw_text",
+        "summarization_pairs",
+        "quick_steps",
+        "shared_data",
+    ):
         assert name in project["vars"], name
 
 
@@ -266,9 +294,14 @@ def test_project_reads_shared_data_only_in_setup_and_never_fetches(project):
 def test_project_overrides_reach_the_commands():
     from weasel.util import load_project_config
 
-    project = load_project_config(PROJECT_DIR, overrides={
-        "vars.base_model": "/models/tiny", "vars.quick_steps": 7,
-        "vars.quick_train_overrides": "--components.tok2vec.model.last_layer 3"})
+    project = load_project_config(
+        PROJECT_DIR,
+        overrides={
+            "vars.base_model": "/models/tiny",
+            "vars.quick_steps": 7,
+            "vars.quick_train_overrides": "--components.tok2vec.model.last_layer 3",
+        },
+    )
     train_quick = next(c for c in project["commands"] if c["name"] == "train-quick")
     script = " ".join(train_quick["script"])
     assert "--components.tok2vec.model.model_name /models/tiny" in script

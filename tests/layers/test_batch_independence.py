@@ -1,5 +1,6 @@
 """A document's annotation depends on the document only: not on the batch it runs in, its
 neighbours or `nlp(text)` vs `nlp.pipe`."""
+
 import random
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from thinc.api import PyTorchLSTM
 
 from fillm_spacy.layers.bilstm import PackedBiLSTM, packed_bilstm
 
-from .conftest import CONFIGS, sample_texts, save_tiny_tl_fillm
+from ..conftest import CONFIGS, sample_texts, save_tiny_tl_fillm
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,7 +117,10 @@ def shipped_nlp(request, tiny_gemma3_dir, tmp_path_factory):
     # Trained until its heads disagree between tokens (with the padded BiLSTM, 191 of 300 mixed
     # documents then changed between batch 1 and 256).
     path = save_tiny_tl_fillm(
-        tiny_gemma3_dir, tmp_path_factory.mktemp(Path(request.param).stem), CONFIGS / request.param, steps=30,
+        tiny_gemma3_dir,
+        tmp_path_factory.mktemp(Path(request.param).stem),
+        CONFIGS / request.param,
+        steps=30,
         **{"training.optimizer.learn_rate.warmup_steps": 1},
     )
     return spacy.load(path)
@@ -145,7 +149,11 @@ def test_a_pipeline_saved_with_the_padded_bilstm_is_a_one_line_error(tiny_gemma3
     from fillm_spacy.layers import bilstm
 
     with monkeypatch.context() as patch:  # the layer the configs built before the packed BiLSTM
-        patch.setattr(bilstm, "packed_bilstm", lambda width, n_in, depth, dropout: PyTorchLSTM(width, n_in, bi=True, depth=depth, dropout=dropout))
+        patch.setattr(
+            bilstm,
+            "packed_bilstm",
+            lambda width, n_in, depth, dropout: PyTorchLSTM(width, n_in, bi=True, depth=depth, dropout=dropout),
+        )
         path = save_tiny_tl_fillm(tiny_gemma3_dir, tmp_path / "padded")
     with pytest.raises(IncompatiblePipeline, match="re-train it with this version") as error:
         fillm_spacy.load(str(path))

@@ -1,4 +1,5 @@
 """`python -m fillm_spacy.bench profile` on a tiny tl_fillm pipeline and on one without an LLM."""
+
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from fillm_spacy import load
 from fillm_spacy.bench.profile import LayerRecorder, measure_profile
 from fillm_spacy.pipeline.quantize import llm_encoder_modules
 
-from .conftest import sample_texts, save_tiny_tl_fillm
+from ..conftest import sample_texts, save_tiny_tl_fillm
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,7 +42,12 @@ def hand_flops(config: dict, length: int, n_layers: int) -> int:
     """The module doc's formula, written out projection by projection from config.json."""
     hidden, inter = config["hidden_size"], config["intermediate_size"]
     heads, kv_heads, head_dim = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
-    q, k, v, o = hidden * heads * head_dim, hidden * kv_heads * head_dim, hidden * kv_heads * head_dim, heads * head_dim * hidden
+    q, k, v, o = (
+        hidden * heads * head_dim,
+        hidden * kv_heads * head_dim,
+        hidden * kv_heads * head_dim,
+        heads * head_dim * hidden,
+    )
     gate, up, down = hidden * inter, hidden * inter, inter * hidden
     linear = 2 * (q + k + v + o + gate + up + down) * length
     attention = 2 * length * length * heads * head_dim + 2 * length * length * heads * head_dim  # QK^T, then AV
@@ -109,8 +115,20 @@ def test_pipeline_without_llm(tmp_path, texts_file):
 
 
 def test_cli_prints_json(tiny_pipeline, texts_file):
-    command = [sys.executable, "-m", "fillm_spacy.bench", "profile", "--pipeline", str(tiny_pipeline),
-               "--texts", str(texts_file), "--lines", "5", "--matmul-size", str(MATMUL_SIZE)]
+    command = [
+        sys.executable,
+        "-m",
+        "fillm_spacy.bench",
+        "profile",
+        "--pipeline",
+        str(tiny_pipeline),
+        "--texts",
+        str(texts_file),
+        "--lines",
+        "5",
+        "--matmul-size",
+        str(MATMUL_SIZE),
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert "error" not in result, result

@@ -1,6 +1,7 @@
 """fillm_spacy.annotate on a tiny tl_fillm (the real config, tiny random base model): `spacy apply`
 on the packaged pipeline, every input and output format, bad input, kill -9 / Ctrl-C and resume,
 refused resumes, the local process pool (a killed worker, the multiprocessing hazard), bench."""
+
 import io
 import json
 import os
@@ -11,7 +12,6 @@ import threading
 from contextlib import redirect_stdout
 from pathlib import Path
 
-import conllu
 import pytest
 import spacy
 from spacy.tokens import Doc, DocBin
@@ -23,6 +23,7 @@ from fillm_spacy.annotate.inputs import InputError, discover_inputs
 from fillm_spacy.annotate.manifest import load_manifest
 from fillm_spacy.annotate.writers import TEMP_PREFIX
 
+from ..conftest import DATA, sample_docs
 from .annotate_helpers import (
     LONG_CORPUS_SETTINGS,
     alt_lines,
@@ -35,9 +36,8 @@ from .annotate_helpers import (
     wait_for,
     write_jsonl,
 )
-from .conftest import DATA, sample_docs
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -88,13 +88,44 @@ def test_spacy_apply_on_a_packaged_tl_fillm_with_two_processes(pipeline, nlp, tm
     (tmp_path / "pkg").mkdir()
     package(pipeline, tmp_path / "pkg", name="fillm", version="0.0.1", create_sdist=False, force=True)
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--target", str(site), str(tmp_path / "pkg" / "tl_fillm-0.0.1")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(tmp_path / "pkg" / "tl_fillm-0.0.1"),
+        ],
+        check=True,
+    )
     texts = alt_lines(8)
     source = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts])
     env = {**env_one_thread(), "PYTHONPATH": str(site)}
-    result = subprocess.run([sys.executable, "-m", "spacy", "apply", "tl_fillm", str(source), str(tmp_path / "out.spacy"),
-                             "--n-process", "2", "--batch-size", "2"], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "apply",
+            "tl_fillm",
+            str(source),
+            str(tmp_path / "out.spacy"),
+            "--n-process",
+            "2",
+            "--batch-size",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Loaded model tl_fillm" in result.stdout
     docs = list(DocBin().from_disk(tmp_path / "out.spacy").get_docs(nlp.vocab))
@@ -114,8 +145,11 @@ def test_discover_inputs_files_directories_globs(tmp_path):
     assert [(f.name, f.format) for f in found] == [("a.txt", "txt"), ("b/c.jsonl", "jsonl"), ("d.spacy", "spacy")]
     assert [f.name for f in discover_inputs(str(tmp_path / "a.txt"))] == ["a.txt"]
     assert [f.format for f in discover_inputs(str(tmp_path / "**" / "*.jsonl"), exclude=tmp_path / "out")] == ["jsonl"]
-    for spec, message in [(tmp_path / "missing.txt", "no such file"), (tmp_path / "notes.md", "unknown input format"),
-                          (tmp_path / "*.csv", "no .txt, .jsonl or .spacy")]:
+    for spec, message in [
+        (tmp_path / "missing.txt", "no such file"),
+        (tmp_path / "notes.md", "unknown input format"),
+        (tmp_path / "*.csv", "no .txt, .jsonl or .spacy"),
+    ]:
         with pytest.raises(InputError, match=message):
             discover_inputs(str(spec))
 
@@ -140,7 +174,9 @@ def test_every_input_format_in_path_order_with_metadata(pipeline, nlp, tmp_path)
         docs += list(DocBin().from_disk(tmp_path / "out" / shard["file"]).get_docs(nlp.vocab))
     assert [d.text for d in docs] == txt + [r["text"] for r in rows] + [g.text for g in gold]
     # (DocBin's msgpack gives lists back as tuples)
-    assert [json.loads(json.dumps(d.user_data)) for d in docs[3:6]] == [{"id": r["id"], "tags": r["tags"]} for r in rows]
+    assert [json.loads(json.dumps(d.user_data)) for d in docs[3:6]] == [
+        {"id": r["id"], "tags": r["tags"]} for r in rows
+    ]
     assert [d.user_data.get("doc_id") for d in docs[6:]] == [0, 1]
     # a DocBin keeps its tokenization; its annotations are the pipeline's, not the gold ones
     for doc, original in zip(docs[6:], gold):
@@ -171,13 +207,17 @@ def test_conllu_jsonl_and_docbin_outputs_agree_and_conllu_is_valid(pipeline, tmp
 
     sentences = outputs["conllu"]
     assert len({s["metadata"]["sent_id"] for s in sentences}) == len(sentences)
-    assert [s["metadata"]["newdoc id"] for s in sentences if "newdoc id" in s["metadata"]] == [f"doc{i}" for i in range(len(rows))]
+    assert [s["metadata"]["newdoc id"] for s in sentences if "newdoc id" in s["metadata"]] == [
+        f"doc{i}" for i in range(len(rows))
+    ]
     for sentence in sentences:
         tokens = sentence["tokens"]
         assert sum(t["head"] == 0 for t in tokens) == 1, sentence["metadata"]
         assert all(1 <= t["head"] <= len(tokens) for t in tokens if t["head"] != 0)
         assert all(t["form"].strip() and not any(c in t["form"] for c in "\t\n\r") for t in tokens)
-        rebuilt = "".join(t["form"] + ("" if (t["misc"] or {}).get("SpaceAfter") == "No" else " ") for t in tokens).strip()
+        rebuilt = "".join(
+            t["form"] + ("" if (t["misc"] or {}).get("SpaceAfter") == "No" else " ") for t in tokens
+        ).strip()
         assert sentence["metadata"]["text"] == rebuilt
     by_doc = {}
     for sentence in sentences:
@@ -196,7 +236,8 @@ def test_conllu_jsonl_and_docbin_outputs_agree_and_conllu_is_valid(pipeline, tmp
     for i in range(5):
         tokens = [t for s in by_doc[f"doc{i}"] for t in s["tokens"]]
         assert [(t["form"], t["upos"], t["deprel"]) for t in tokens] == [
-            (docbins[i]["text"][t["start"]:t["end"]], t["pos"], t["dep"]) for t in docbins[i]["tokens"]]
+            (docbins[i]["text"][t["start"] : t["end"]], t["pos"], t["dep"]) for t in docbins[i]["tokens"]
+        ]
 
 
 # ------------------------------------------------------------------ bad input
@@ -206,22 +247,43 @@ def test_bad_input_is_counted_by_reason_and_the_job_finishes(pipeline, tmp_path)
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a.txt").write_bytes(
-        b"Kumain ako ng mangga.\n\xff\xfe sira ang UTF-8\nmay\x00NUL\n\n   \nAko ay  kumain.\n")
-    write_jsonl(folder / "b.jsonl", [
-        {"text": "Umuwi siya."}, "hindi JSON {", "[1, 2]", {"id": 5}, {"text": 42},
-        '{"text": "\\ud800 nag-iisang surrogate", "tag": "\\udfff"}',
-        {"text": "may \u0000 NUL", "n": 123456789012345678901234567890}, "",
-    ])
+        b"Kumain ako ng mangga.\n\xff\xfe sira ang UTF-8\nmay\x00NUL\n\n   \nAko ay  kumain.\n"
+    )
+    write_jsonl(
+        folder / "b.jsonl",
+        [
+            {"text": "Umuwi siya."},
+            "hindi JSON {",
+            "[1, 2]",
+            {"id": 5},
+            {"text": 42},
+            '{"text": "\\ud800 nag-iisang surrogate", "tag": "\\udfff"}',
+            {"text": "may \u0000 NUL", "n": 123456789012345678901234567890},
+            "",
+        ],
+    )
     summary = annotate(str(pipeline), str(folder), str(tmp_path / "out"), fmt="conllu", shard_size=3, progress=False)
-    assert summary["skipped"] == {"empty": 3, "missing_key": 1, "not_an_object": 1, "not_json": 1, "text_not_a_string": 1}
+    assert summary["skipped"] == {
+        "empty": 3,
+        "missing_key": 1,
+        "not_an_object": 1,
+        "not_json": 1,
+        "text_not_a_string": 1,
+    }
     assert summary["repaired"] == {"big_integers": 1, "invalid_utf8": 1, "lone_surrogates": 1, "nul_bytes": 2}
     assert summary["documents"] == 7
     assert "skipped 7 (empty 3, missing_key 1" in summary["line"] and "repaired 5" in summary["line"]
     manifest = load_manifest(tmp_path / "out")
     assert manifest["counts"]["skipped"] == summary["skipped"] and manifest["counts"]["repaired"] == summary["repaired"]
     examples = {(e["input"], e["record"], e["reason"]) for e in manifest["input_issue_examples"]}
-    assert {("a.txt", 1, "invalid_utf8"), ("a.txt", 3, "empty"), ("b.jsonl", 1, "not_json"), ("b.jsonl", 3, "missing_key"),
-            ("b.jsonl", 5, "lone_surrogates"), ("b.jsonl", 6, "big_integers")} <= examples
+    assert {
+        ("a.txt", 1, "invalid_utf8"),
+        ("a.txt", 3, "empty"),
+        ("b.jsonl", 1, "not_json"),
+        ("b.jsonl", 3, "missing_key"),
+        ("b.jsonl", 5, "lone_surrogates"),
+        ("b.jsonl", 6, "big_integers"),
+    } <= examples
     texts = [s["metadata"]["text"] for s in read_output(tmp_path / "out")]
     assert "\ufffd nag-iisang surrogate" in texts and "mayNUL" in texts and "may NUL" in texts
 
@@ -256,12 +318,15 @@ def test_lone_surrogates_among_long_documents_with_two_processes_do_not_hang(bla
     20k-character documents are in flight. Repaired before any worker sees it; nothing waits for ever."""
     long_text = " ".join(alt_lines(200))[:20000]
     rows = []
-    for i in range(6):
+    for _i in range(6):
         rows += [{"text": long_text}, '{"text": "\\ud800"}', '{"text": "ok \\ud800 ok"}']
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     result = {}
-    worker = threading.Thread(target=lambda: result.update(annotate(
-        str(blank), str(source), str(tmp_path / "out"), n_process=2, shard_size=2, progress=False)))
+    worker = threading.Thread(
+        target=lambda: result.update(
+            annotate(str(blank), str(source), str(tmp_path / "out"), n_process=2, shard_size=2, progress=False)
+        )
+    )
     worker.start()
     worker.join(timeout=300)
     assert not worker.is_alive(), "the annotator hung"
@@ -278,8 +343,11 @@ def cli_args(pipeline, corpus, out):
 
 def test_kill_minus_nine_mid_run_then_the_same_command_resumes(pipeline, corpus, reference, tmp_path, capsys):
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "fillm_spacy.annotate", *cli_args(pipeline, corpus, out)],
-                               env=env_one_thread(), stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fillm_spacy.annotate", *cli_args(pipeline, corpus, out)],
+        env=env_one_thread(),
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert wait_for(lambda: journal_lines(out) >= 2, timeout=300), "no shard was finished"
         process.send_signal(signal.SIGKILL)
@@ -354,7 +422,10 @@ def test_changed_input_model_or_settings_is_refused_and_force_starts_over(pipeli
 def test_usage_errors_are_one_line(pipeline, corpus, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the `distributed` extra were not installed
     cases = [
-        ([str(pipeline), str(corpus), str(tmp_path / "o"), "--engine", "ray"], "pip install 'fillm_spacy[distributed]'"),
+        (
+            [str(pipeline), str(corpus), str(tmp_path / "o"), "--engine", "ray"],
+            "pip install 'fillm_spacy[distributed]'",
+        ),
         ([str(pipeline), str(tmp_path / "nothing.txt"), str(tmp_path / "o")], "no such file or directory"),
         ([str(tmp_path), str(corpus), str(tmp_path / "o")], "not a pipeline directory"),
         ([str(pipeline), str(corpus), str(tmp_path / "o"), "--shard-size", "0"], "--shard-size must be at least 1"),
@@ -372,9 +443,8 @@ def test_one_job_per_output_directory(pipeline, corpus, tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    with FileLock(str(out / ".lock")):  # as a running job holds it
-        with pytest.raises(AnnotateError, match="another job is writing"):
-            annotate(str(pipeline), str(corpus), str(out), progress=False)
+    with FileLock(str(out / ".lock")), pytest.raises(AnnotateError, match="another job is writing"):
+        annotate(str(pipeline), str(corpus), str(out), progress=False)  # the lock held as by a running job
 
 
 # ------------------------------------------------------------------ the local process pool
@@ -382,6 +452,7 @@ def test_one_job_per_output_directory(pipeline, corpus, tmp_path):
 
 def forkserver_workers():
     """Pids of the annotator's pool workers: children of this process's multiprocessing fork server."""
+
     def parent(pid):
         try:
             return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -405,8 +476,9 @@ def test_a_killed_pool_worker_is_replaced_and_the_output_equals_one_process(pipe
             os.kill(workers[0], signal.SIGKILL)
 
     threading.Thread(target=kill_a_worker, daemon=True).start()
-    summary = annotate(str(pipeline), str(long_corpus(tmp_path_factory)), str(out), n_process=2, progress=False,
-                       **LONG_CORPUS_SETTINGS)
+    summary = annotate(
+        str(pipeline), str(long_corpus(tmp_path_factory)), str(out), n_process=2, progress=False, **LONG_CORPUS_SETTINGS
+    )
     assert killed and killed["done_then"] < 12, "no worker was killed mid-run"
     assert summary["documents"] == 12
     assert read_output(out) == reference
@@ -418,9 +490,13 @@ def test_a_killed_pool_worker_is_replaced_and_the_output_equals_one_process(pipe
 def test_scaling_ratios_per_engine_and_against_local():
     from fillm_spacy.bench.annotate import scaling_ratios
 
-    runs = [{"engine": "local", "workers": 1, "words_per_second": 100.0}, {"engine": "local", "workers": 2, "words_per_second": 180.0},
-            {"engine": "ray", "workers": 1, "words_per_second": 90.0}, {"engine": "ray", "workers": 2, "words_per_second": 171.0},
-            {"engine": "ray", "workers": 4, "error": "failed"}]
+    runs = [
+        {"engine": "local", "workers": 1, "words_per_second": 100.0},
+        {"engine": "local", "workers": 2, "words_per_second": 180.0},
+        {"engine": "ray", "workers": 1, "words_per_second": 90.0},
+        {"engine": "ray", "workers": 2, "words_per_second": 171.0},
+        {"engine": "ray", "workers": 4, "error": "failed"},
+    ]
     assert scaling_ratios(runs) == {"local_2_over_1": 1.8, "ray_2_over_1": 1.9, "ray_1_over_local_1": 0.9}
 
 
@@ -429,8 +505,25 @@ def test_bench_annotate_reports_words_per_second_and_scaling(blank):
 
     stdout = io.StringIO()
     with redirect_stdout(stdout):
-        bench_main(["annotate", "--pipeline", str(blank), "--texts", str(DATA / "alt-sample.txt"), "--lines", "120",
-                    "--engine", "local", "--workers", "1", "--workers", "2", "--shard-size", "20"])
+        bench_main(
+            [
+                "annotate",
+                "--pipeline",
+                str(blank),
+                "--texts",
+                str(DATA / "alt-sample.txt"),
+                "--lines",
+                "120",
+                "--engine",
+                "local",
+                "--workers",
+                "1",
+                "--workers",
+                "2",
+                "--shard-size",
+                "20",
+            ]
+        )
     result = json.loads(stdout.getvalue().strip().splitlines()[-1])
     runs = result["runs"]
     assert [(r["engine"], r["workers"], r["documents"]) for r in runs] == [("local", 1, 120), ("local", 2, 120)]

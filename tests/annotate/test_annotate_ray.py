@@ -1,5 +1,6 @@
 """The Ray engine of fillm_spacy.annotate on one local Ray cluster (2 CPUs) for the module.
 Ray is in the `test` extra: these tests fail, never skip, where it is missing."""
+
 import os
 import signal
 import threading
@@ -31,7 +32,9 @@ def ray_cluster():
     ray.shutdown()
 
 
-def test_two_ray_actors_one_killed_mid_run_write_the_local_engines_shards(ray_cluster, tmp_path_factory, tiny_gemma3_dir, tmp_path):
+def test_two_ray_actors_one_killed_mid_run_write_the_local_engines_shards(
+    ray_cluster, tmp_path_factory, tiny_gemma3_dir, tmp_path
+):
     """Both acceptance checks in one run (each new Ray Data run starts its actors, and an actor's
     start costs the most here): a local cluster with 2 CPUs gives the local engine's output, and
     does so although one actor is killed while most shards are still to do."""
@@ -48,8 +51,15 @@ def test_two_ray_actors_one_killed_mid_run_write_the_local_engines_shards(ray_cl
             os.kill(actors[0], signal.SIGKILL)
 
     threading.Thread(target=kill_an_actor, daemon=True).start()
-    summary = annotate(str(pipeline), str(long_corpus(tmp_path_factory)), str(out), engine="ray", n_process=2,
-                       progress=False, **LONG_CORPUS_SETTINGS)
+    summary = annotate(
+        str(pipeline),
+        str(long_corpus(tmp_path_factory)),
+        str(out),
+        engine="ray",
+        n_process=2,
+        progress=False,
+        **LONG_CORPUS_SETTINGS,
+    )
     assert killed and killed["done_then"] < 12, "no actor was killed mid-run"
     assert summary["documents"] == 12 and summary["shards"] == 12 and summary["resumed_shards"] == 0
     assert read_output(out) == reference

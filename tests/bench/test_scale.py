@@ -1,17 +1,26 @@
 """fillm_spacy.bench.scale (the SeaLLM-size GPU benchmark) on its tiny preset, on the CPU."""
+
 import pytest
 
 from fillm_spacy.bench.scale import PRESETS, VocabClampedTokenizer, load_tokenizer, measure_scale
 
-from .conftest import sample_texts
+from ..conftest import sample_texts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(training: str, last_layer=None, steps: int = 1):
     return measure_scale(
-        "tiny", sample_texts(), None, "cpu", "float32", training, last_layer,
-        words_per_batch=40, steps=steps, inference=True,
+        "tiny",
+        sample_texts(),
+        None,
+        "cpu",
+        "float32",
+        training,
+        last_layer,
+        words_per_batch=40,
+        steps=steps,
+        inference=True,
     )
 
 
@@ -65,7 +74,7 @@ def test_bench_train_times_spacy_updates_of_the_real_config(tiny_gemma3_dir, tmp
 
     from fillm_spacy.bench.measure import measure_train
 
-    from .conftest import DATA, sample_docs
+    from ..conftest import DATA, sample_docs
 
     DocBin(docs=sample_docs(20)).to_disk(tmp_path / "train.spacy")
     overrides = {

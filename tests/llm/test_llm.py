@@ -1,6 +1,7 @@
 """spacy-llm integration: fillm.LocalLLM.v1, fillm.POSTagging.v1, spacy.NER.v3, generative LoRA
 fine-tuning. Tiny random models: outputs are garbage, so tests check shapes, validity, counting
 and wiring; scripted responses check that parsed answers land on the right tokens."""
+
 import json
 import re
 import subprocess
@@ -13,11 +14,12 @@ import srsly
 import torch
 from spacy.tokens import Doc, DocBin, Span
 
-from .conftest import sample_docs
 from fillm_spacy.llm.finetune import main as finetune_main
 from fillm_spacy.llm.local_model import ADAPTER_INFO_FILE, fillm_local_llm_v1
 from fillm_spacy.llm.tasks import UPOS_TAGS, USER_DATA_KEY, make_pos_task, parse_pos_table
 from fillm_spacy.models.loading import load_base_llm
+
+from ..conftest import sample_docs
 
 NER_LABELS = ["PER", "ORG", "LOC"]
 
@@ -25,12 +27,15 @@ NER_LABELS = ["PER", "ORG", "LOC"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-
-
 def model_config(model_dir: Path, **overrides):
     # The tiny models' 512 positions are no limit for RoPE; the NER v3 prompt needs more pieces
     # with a 700-piece vocabulary.
-    config = {"@llm_models": "fillm.LocalLLM.v1", "name": str(model_dir), "max_new_tokens": 24, "context_length": 4096}
+    config = {
+        "@llm_models": "fillm.LocalLLM.v1",
+        "model_name": str(model_dir),
+        "max_new_tokens": 24,
+        "context_length": 4096,
+    }
     config.update(overrides)
     return config
 
@@ -52,7 +57,11 @@ def ner_nlp(model_dir: Path, **model_overrides) -> spacy.Language:
 def pos_nlp(model_dir: Path, task_overrides=None, **model_overrides) -> spacy.Language:
     nlp = spacy.blank("tl")
     task = {"@llm_tasks": "fillm.POSTagging.v1", **(task_overrides or {})}
-    nlp.add_pipe("llm", name="llm_pos", config={"task": task, "model": model_config(model_dir, **model_overrides), "save_io": True})
+    nlp.add_pipe(
+        "llm",
+        name="llm_pos",
+        config={"task": task, "model": model_config(model_dir, **model_overrides), "save_io": True},
+    )
     return nlp
 
 
@@ -80,7 +89,9 @@ def test_registered_through_entry_points_without_importing_fillm_spacy():
         "print(registry.llm_models.get('fillm.LocalLLM.v1').__module__)\n"
         "print(registry.llm_tasks.get('fillm.POSTagging.v1').__module__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
+    ).stdout.split()
     # spacy.blank must not import the torch-heavy model module; the registry finds it on demand.
     assert out == ["False", "fillm_spacy.llm.local_model", "fillm_spacy.llm.tasks"]
 
@@ -90,7 +101,11 @@ def test_registered_through_entry_points_without_importing_fillm_spacy():
 
 def test_pipes_share_one_base_model(tiny_gemma3_dir):
     nlp = ner_nlp(tiny_gemma3_dir)
-    nlp.add_pipe("llm", name="llm_pos", config={"task": {"@llm_tasks": "fillm.POSTagging.v1"}, "model": model_config(tiny_gemma3_dir)})
+    nlp.add_pipe(
+        "llm",
+        name="llm_pos",
+        config={"task": {"@llm_tasks": "fillm.POSTagging.v1"}, "model": model_config(tiny_gemma3_dir)},
+    )
     shared = load_base_llm(str(tiny_gemma3_dir))
     assert nlp.get_pipe("llm_ner")._model.llm is shared
     assert nlp.get_pipe("llm_pos")._model.llm is shared
@@ -196,7 +211,10 @@ def test_small_context_model_does_not_hang_spacy_llm_sharding(tiny_gemma3_dir, m
 @pytest.mark.parametrize(
     "response,expected",
     [
-        ("1. Jose Rizal | True | PER | is a person\n2. Calamba | True | LOC | is a town", [("Jose Rizal", "PER"), ("Calamba", "LOC")]),
+        (
+            "1. Jose Rizal | True | PER | is a person\n2. Calamba | True | LOC | is a town",
+            [("Jose Rizal", "PER"), ("Calamba", "LOC")],
+        ),
         # malformed: wrong separators, unknown label, not-an-entity rows, prose
         ("Jose Rizal - PER\n1. Calamba | True | CITY | a city\n2. ipinanganak | False | ==NONE== | a verb\nOK!", []),
         # truncated mid-row: the complete row counts, the cut one does not
@@ -218,7 +236,9 @@ TOKENS = ["Kumain", "si", "Maria", "ng", "mangga", "."]
 
 
 def test_pos_parser_valid_table():
-    parsed = parse_pos_table("1\tKumain\tVERB\n2\tsi\tDET\n3\tMaria\tPROPN\n4\tng\tADP\n5\tmangga\tNOUN\n6\t.\tPUNCT", TOKENS)
+    parsed = parse_pos_table(
+        "1\tKumain\tVERB\n2\tsi\tDET\n3\tMaria\tPROPN\n4\tng\tADP\n5\tmangga\tNOUN\n6\t.\tPUNCT", TOKENS
+    )
     assert parsed.tags == ["VERB", "DET", "PROPN", "ADP", "NOUN", "PUNCT"] and parsed.n_repaired == 0
 
 
@@ -281,9 +301,9 @@ def test_pos_prompts_are_sharded_to_the_model_context():
     nlp = spacy.blank("tl")
     task = make_pos_task(max_tokens_per_prompt=1000)
     doc = nlp.make_doc(" ".join(["salita"] * 400) + ".")
-    (whole, _), = task.generate_prompts([doc])
+    ((whole, _),) = task.generate_prompts([doc])
     assert len(list(whole)) == 1  # no context length: one slice of 401 tokens, one prompt
-    (prompts, shards), = task.generate_prompts([doc], context_length=500)
+    ((prompts, shards),) = task.generate_prompts([doc], context_length=500)
     prompts, shards = list(prompts), list(shards)
     # spacy-llm's shard mapper counts whitespace-separated words, with a 10% margin.
     assert len(prompts) > 1 and all(len(prompt.split()) * 1.1 <= 500 for prompt in prompts)
@@ -302,7 +322,7 @@ def test_pos_pipe_shards_long_docs_and_maps_answers_back(tiny_gemma3_dir, monkey
         table = "\n".join(f"{n}\t{form}\t{'NOUN' if int(n) % 2 else 'VERB'}" for n, form in rows)
         started = prompt.rsplit("Answer:\n", 1)[1]
         assert table.startswith(started) and started == f"1\t{rows[0][1]}\t"  # the prompt began row 1
-        return table[len(started):]
+        return table[len(started) :]
 
     scripted = ScriptedAnswers(tag_by_position)
     monkeypatch.setattr(pipe._model, "generate", scripted)
@@ -350,7 +370,7 @@ def test_pos_examples_from_gold_data_and_serialization(tiny_gemma3_dir, gold_exa
 
 @pytest.mark.parametrize("name", ["llm_ner", "llm_pos"])
 def test_shipped_configs_build(tiny_gemma3_dir, name):
-    config_path = Path(__file__).parent.parent / "configs" / f"{name}.cfg"
+    config_path = Path(__file__).parent.parent.parent / "configs" / f"{name}.cfg"
     overrides = {
         "vars.model_name": str(tiny_gemma3_dir),
         "components.llm.model.max_new_tokens": 8,
@@ -376,7 +396,7 @@ def ner_docbin(path: Path) -> Path:
     db = DocBin()
     for text, ents in rows:
         doc = Doc(nlp.vocab, words=text.split(" "))
-        doc.ents = [Span(doc, s, e, label=l) for s, e, l in ents]
+        doc.ents = [Span(doc, s, e, label=label) for s, e, label in ents]
         db.add(doc)
     db.to_disk(path)
     return path
@@ -393,7 +413,7 @@ def test_pos_pairs_answer_what_the_prompt_leaves_open():
     from fillm_spacy.llm.finetune import DEFAULT_TASK_CONFIG, instruction_pairs
 
     doc = sample_docs(1)[0]
-    (prompt, answer), = instruction_pairs("pos", DEFAULT_TASK_CONFIG["pos"], [doc])
+    ((prompt, answer),) = instruction_pairs("pos", DEFAULT_TASK_CONFIG["pos"], [doc])
     first = doc[0]
     assert prompt.endswith(f"Answer:\n1\t{first.text}\t") and "Sentence: Kumain" not in prompt  # zero-shot
     assert answer.startswith(f"{first.pos_}\n2\t{doc[1].text}\t{doc[1].pos_}\n")
@@ -409,16 +429,40 @@ def trains_besides_encoders(llm) -> list:
 
 def test_finetune_pos_two_steps_saves_an_adapter_that_reloads(tiny_gemma3_dir, tmp_path):
     adapter_dir = tmp_path / "pos-adapter"
-    conllu = Path(__file__).parent / "data" / "newscrawl-sample.conllu"
-    report = finetune_main([
-        "train", "--task", "pos", "--base", str(tiny_gemma3_dir), "--train", str(conllu), "--limit", "6",
-        "--dev", str(conllu), "--dev-range", "6:8", "--output", str(adapter_dir), "--max-steps", "2",
-        "--lr", "0.05", "--batch-size", "2", "--lora-r", "4",
-    ])
+    conllu = Path(__file__).parent.parent / "data" / "newscrawl-sample.conllu"
+    report = finetune_main(
+        [
+            "train",
+            "--task",
+            "pos",
+            "--model",
+            str(tiny_gemma3_dir),
+            "--train",
+            str(conllu),
+            "--limit",
+            "6",
+            "--dev",
+            str(conllu),
+            "--dev-range",
+            "6:8",
+            "--output",
+            str(adapter_dir),
+            "--max-steps",
+            "2",
+            "--lr",
+            "0.05",
+            "--batch-size",
+            "2",
+            "--lora-r",
+            "4",
+        ]
+    )
     assert report["train_pairs"] == 6 and report["dev_pairs"] == 2 and report["dev_answer_loss_after"] is not None
     shared = load_base_llm(str(tiny_gemma3_dir))
     assert trains_besides_encoders(shared) == []  # training over: the fine-tuned adapter no longer trains
-    assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_INFO_FILE} <= {p.name for p in adapter_dir.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_INFO_FILE} <= {
+        p.name for p in adapter_dir.iterdir()
+    }
     info = json.loads((adapter_dir / ADAPTER_INFO_FILE).read_text())
     assert info["task_config"]["@llm_tasks"] == "fillm.POSTagging.v1" and info["chat_format"] == "plain"
 
@@ -440,10 +484,21 @@ def test_finetune_pos_two_steps_saves_an_adapter_that_reloads(tiny_gemma3_dir, t
     assert trains_besides_encoders(llm) == []
 
     metrics = tmp_path / "metrics" / "llm_pos.json"
-    result = finetune_main([
-        "evaluate", "--adapter", str(adapter_dir), "--test", str(conllu), "--limit", "2",
-        "--max-new-tokens", "8", "--output", str(metrics),
-    ])
+    result = finetune_main(
+        [
+            "evaluate",
+            "--adapter",
+            str(adapter_dir),
+            "--test",
+            str(conllu),
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--output",
+            str(metrics),
+        ]
+    )
     saved = json.loads(metrics.read_text())
     assert saved["n_docs"] == 2 and 0.0 <= saved["pos_acc"] <= 1.0 and saved == json.loads(json.dumps(result))
     assert saved["repairs"]["tokens"] == saved["n_tokens"] or saved["repairs"]["tokens"] > 0
@@ -452,27 +507,78 @@ def test_finetune_pos_two_steps_saves_an_adapter_that_reloads(tiny_gemma3_dir, t
 def test_finetune_ner_and_evaluate(tiny_gemma_dir, tmp_path):
     data = ner_docbin(tmp_path / "ner.spacy")
     adapter_dir = tmp_path / "ner-adapter"
-    report = finetune_main([
-        "train", "--task", "ner", "--base", str(tiny_gemma_dir), "--train", str(data), "--output", str(adapter_dir),
-        "--max-steps", "1", "--batch-size", "2", "--lora-r", "4", "--max-length", "4096",
-    ])
+    report = finetune_main(
+        [
+            "train",
+            "--task",
+            "ner",
+            "--model",
+            str(tiny_gemma_dir),
+            "--train",
+            str(data),
+            "--output",
+            str(adapter_dir),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--lora-r",
+            "4",
+            "--max-length",
+            "4096",
+        ]
+    )
     assert report["train_pairs"] == 4 and report["steps"] == 1
-    result = finetune_main([
-        "evaluate", "--adapter", str(adapter_dir), "--test", str(data), "--limit", "2", "--max-new-tokens", "8",
-        "--output", str(tmp_path / "ner.json"), "--save-responses", str(tmp_path / "responses.jsonl"),
-        "--predictions", str(tmp_path / "predicted.spacy"),
-    ])
+    result = finetune_main(
+        [
+            "evaluate",
+            "--adapter",
+            str(adapter_dir),
+            "--test",
+            str(data),
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--output",
+            str(tmp_path / "ner.json"),
+            "--save-responses",
+            str(tmp_path / "responses.jsonl"),
+            "--predictions",
+            str(tmp_path / "predicted.spacy"),
+        ]
+    )
     assert {"ents_p", "ents_r", "ents_f"} <= set(result) and result["n_docs"] == 2
     predicted = list(DocBin().from_disk(tmp_path / "predicted.spacy").get_docs(spacy.blank("tl").vocab))
-    assert [d.text.strip() for d in predicted] == ["Si Jose Rizal ay taga Calamba .", "Nagpulong ang Senado sa Maynila ."]
+    assert [d.text.strip() for d in predicted] == [
+        "Si Jose Rizal ay taga Calamba .",
+        "Nagpulong ang Senado sa Maynila .",
+    ]
     rows = list(srsly.read_jsonl(tmp_path / "responses.jsonl"))
     assert [r["text"].strip() for r in rows] == ["Si Jose Rizal ay taga Calamba .", "Nagpulong ang Senado sa Maynila ."]
     assert all(len(r["responses"]) == 1 for r in rows)
     # The base model, few-shot with gold examples from outside the test range.
-    few_shot = finetune_main([
-        "evaluate", "--task", "ner", "--base", str(tiny_gemma_dir), "--test", str(data), "--range", "0:1",
-        "--shots", str(data), "--shots-range", "2:4", "--max-new-tokens", "4", "--context-length", "8192",
-    ])
+    few_shot = finetune_main(
+        [
+            "evaluate",
+            "--task",
+            "ner",
+            "--model",
+            str(tiny_gemma_dir),
+            "--test",
+            str(data),
+            "--range",
+            "0:1",
+            "--shots",
+            str(data),
+            "--shots-range",
+            "2:4",
+            "--max-new-tokens",
+            "4",
+            "--context-length",
+            "8192",
+        ]
+    )
     assert few_shot["shots"]["range"] == "2:4" and few_shot["adapter"] is None
 
 
@@ -483,7 +589,9 @@ def test_ner_answers_are_what_ner_v3_parses(tiny_gemma3_dir, monkeypatch, tmp_pa
     gold = list(DocBin().from_disk(ner_docbin(tmp_path / "ner.spacy")).get_docs(spacy.blank("tl").vocab))
     nlp = ner_nlp(tiny_gemma3_dir)
     for ref in gold:
-        monkeypatch.setattr(nlp.get_pipe("llm_ner")._model, "generate", ScriptedAnswers(lambda p, ref=ref: ner_answer(ref)))
+        monkeypatch.setattr(
+            nlp.get_pipe("llm_ner")._model, "generate", ScriptedAnswers(lambda p, ref=ref: ner_answer(ref))
+        )
         doc = nlp(ref.text)
         assert [(e.text, e.label_) for e in doc.ents] == [(e.text, e.label_) for e in ref.ents]
 
@@ -492,29 +600,60 @@ def test_headline_pairs_are_prompted_as_the_summarizer_prompts(tiny_gemma3_dir):
     from fillm_spacy.llm.finetune import headline_prompts, instruction_pairs
 
     nlp = spacy.blank("tl")
-    component = nlp.add_pipe("fillm_summarizer", config={"mode": "abstractive", "model_name": str(tiny_gemma3_dir),
-                                                         "max_input_pieces": 24})
-    records = [{"text": "Umuulan sa Maynila ngayong araw. " * 30, "summary": " Umuulan "},
-               {"text": "   ", "summary": "Wala"}, {"text": "Walang buod."}]
+    component = nlp.add_pipe(
+        "fillm_summarizer", config={"mode": "abstractive", "model_name": str(tiny_gemma3_dir), "max_input_pieces": 24}
+    )
+    records = [
+        {"text": "Umuulan sa Maynila ngayong araw. " * 30, "summary": " Umuulan "},
+        {"text": "   ", "summary": "Wala"},
+        {"text": "Walang buod."},
+    ]
     prompt = headline_prompts(spacy.blank("tl"), component.generator.llm.tokenizer, 24)
     expected = component.build_prompt(nlp.make_doc(records[0]["text"]))
     assert instruction_pairs("headline", {}, records, prompt) == [(expected, "Umuulan")]
 
 
 def test_adapter_refuses_another_base_model(tiny_gemma_dir, tiny_gemma3_dir, tmp_path):
-    records = [{"doc_id": str(i), "text": f"Umuulan sa Maynila ngayong araw {i}. Sarado ang mga paaralan.", "summary": "Umuulan"} for i in range(3)]
+    records = [
+        {
+            "doc_id": str(i),
+            "text": f"Umuulan sa Maynila ngayong araw {i}. Sarado ang mga paaralan.",
+            "summary": "Umuulan",
+        }
+        for i in range(3)
+    ]
     srsly.write_jsonl(tmp_path / "pairs.jsonl", records)
     adapter_dir = tmp_path / "headline-adapter"
-    finetune_main([
-        "train", "--task", "headline", "--base", str(tiny_gemma3_dir), "--train", str(tmp_path / "pairs.jsonl"),
-        "--output", str(adapter_dir), "--max-steps", "1", "--lora-r", "2",
-    ])
+    finetune_main(
+        [
+            "train",
+            "--task",
+            "headline",
+            "--model",
+            str(tiny_gemma3_dir),
+            "--train",
+            str(tmp_path / "pairs.jsonl"),
+            "--output",
+            str(adapter_dir),
+            "--max-steps",
+            "1",
+            "--lora-r",
+            "2",
+        ]
+    )
     with pytest.raises(ValueError, match="trained on base model"):
         fillm_local_llm_v1(str(tiny_gemma_dir), adapter=str(adapter_dir))
     # On its own base it serves the summarizer.
     nlp = spacy.blank("tl")
-    nlp.add_pipe("fillm_summarizer", config={"mode": "abstractive", "model_name": str(tiny_gemma3_dir),
-                                             "adapter": str(adapter_dir), "max_new_tokens": 4})
+    nlp.add_pipe(
+        "fillm_summarizer",
+        config={
+            "mode": "abstractive",
+            "model_name": str(tiny_gemma3_dir),
+            "adapter": str(adapter_dir),
+            "max_new_tokens": 4,
+        },
+    )
     assert isinstance(nlp(records[0]["text"])._.summary, str)
 
 
@@ -595,3 +734,9 @@ def test_a_chat_template_that_rewrites_the_message_is_refused(turn_model_dir):
             model.encode_prompt("ang bata")
     finally:
         model.llm.tokenizer.chat_template = original
+
+
+def test_former_name_setting_of_the_local_llm_still_loads(tiny_gemma3_dir):
+    from fillm_spacy.llm.local_model import fillm_local_llm_v1
+
+    assert fillm_local_llm_v1(name=str(tiny_gemma3_dir)).llm is fillm_local_llm_v1(model_name=str(tiny_gemma3_dir)).llm

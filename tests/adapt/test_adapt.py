@@ -1,4 +1,5 @@
 """Tagalog adaptation of the base LLM (fillm_spacy.adapt) and the encoder's language adapter."""
+
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +10,6 @@ import spacy
 import torch
 from typer.testing import CliRunner
 
-from .conftest import TL_FILLM_CONFIG, sample_docs, sample_texts, save_tiny_tl_fillm
 from fillm_spacy.adapt.cli import app
 from fillm_spacy.adapt.objectives import mask_positions
 from fillm_spacy.adapt.probe import upos_probe
@@ -18,6 +18,8 @@ from fillm_spacy.adapt.training import AdaptSettings, adapt
 from fillm_spacy.layers.token_states import doc_token_states
 from fillm_spacy.models.adapters import AdapterNotFound, adapter_state, load_language_adapter
 from fillm_spacy.models.loading import load_base_llm
+
+from ..conftest import TL_FILLM_CONFIG, sample_docs, sample_texts, save_tiny_tl_fillm
 
 runner = CliRunner()
 TINY = dict(last_layer=2, sequence_length=64, budget_pieces=12_000, learning_rate=3e-3)
@@ -38,9 +40,25 @@ def adapters(tiny_gemma3_dir, raw_text, tmp_path_factory, one_torch_thread):
     for objective in ("clm", "mntp"):
         result = runner.invoke(
             app,
-            ["train", str(raw_text), str(root / objective), "--model", str(tiny_gemma3_dir), "--objective", objective,
-             "--last-layer", "2", "--heldout-lines", "20", "--budget-pieces", "12000", "--sequence-length", "64",
-             "--learning-rate", "3e-3"],
+            [
+                "train",
+                str(raw_text),
+                str(root / objective),
+                "--model",
+                str(tiny_gemma3_dir),
+                "--objective",
+                objective,
+                "--last-layer",
+                "2",
+                "--heldout-lines",
+                "20",
+                "--budget-pieces",
+                "12000",
+                "--sequence-length",
+                "64",
+                "--learning-rate",
+                "3e-3",
+            ],
         )
         assert result.exit_code == 0, result.output
         out[objective] = (root / objective, json.loads(result.stdout.strip().splitlines()[-1]))
@@ -57,7 +75,9 @@ def test_adaptation_lowers_training_loss_and_heldout_perplexity(adapters, object
     meta = json.loads((directory / "fillm_adapter.json").read_text())
     assert meta["fingerprint"]["model_type"] == "gemma3_text"
     assert sorted(p.name for p in directory.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "fillm_adapter.json"
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "fillm_adapter.json",
     ]
 
 
@@ -105,7 +125,8 @@ def test_bad_raw_text_is_one_clear_line(tmp_path, tiny_gemma3_dir, content, held
     if content is not None:
         path.write_bytes(content)
     result = runner.invoke(
-        app, ["train", str(path), str(tmp_path / "out"), "--model", str(tiny_gemma3_dir), "--heldout-lines", str(heldout)]
+        app,
+        ["train", str(path), str(tmp_path / "out"), "--model", str(tiny_gemma3_dir), "--heldout-lines", str(heldout)],
     )
     assert result.exit_code == 1
     assert message in result.output and len(result.output.strip().splitlines()) == 1
@@ -115,8 +136,12 @@ def test_bad_raw_text_is_one_clear_line(tmp_path, tiny_gemma3_dir, content, held
 def test_bad_settings_are_clear(tiny_gemma3_dir, raw_text):
     llm = load_base_llm(str(tiny_gemma3_dir))
     text = split_lines(raw_text, 20)
-    for bad, message in [({"objective": "mlm"}, "objective"), ({"last_layer": 9}, "last_layer"),
-                         ({"mask_rate": 1.5}, "mask_rate"), ({"precision": "fp8"}, "precision")]:
+    for bad, message in [
+        ({"objective": "mlm"}, "objective"),
+        ({"last_layer": 9}, "last_layer"),
+        ({"mask_rate": 1.5}, "mask_rate"),
+        ({"precision": "fp8"}, "precision"),
+    ]:
         with pytest.raises(ValueError, match=message):
             adapt(llm, text, AdaptSettings(**{**TINY, **bad}))
 
@@ -159,8 +184,20 @@ def test_probe_cli_with_an_adapter(adapters, tiny_gemma3_dir, tmp_path):
     path = tmp_path / "gold.spacy"
     DocBin(docs=sample_docs(20)).to_disk(path)
     result = runner.invoke(
-        app, ["probe", str(path), str(path), "--adapter", str(adapters["mntp"][0]), "--model", str(tiny_gemma3_dir),
-              "--layers", "1,2", "--output", str(tmp_path / "probe.json")],
+        app,
+        [
+            "probe",
+            str(path),
+            str(path),
+            "--adapter",
+            str(adapters["mntp"][0]),
+            "--model",
+            str(tiny_gemma3_dir),
+            "--layers",
+            "1,2",
+            "--output",
+            str(tmp_path / "probe.json"),
+        ],
     )
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "probe.json").read_text())
@@ -175,8 +212,9 @@ def pipeline_outputs(nlp, texts):
 def encoder_module(nlp):
     from fillm_spacy.layers.llm_shim import LLMShim
 
-    return next(shim._model for node in nlp.get_pipe("tok2vec").model.walk() for shim in node.shims
-                if isinstance(shim, LLMShim))
+    return next(
+        shim._model for node in nlp.get_pipe("tok2vec").model.walk() for shim in node.shims if isinstance(shim, LLMShim)
+    )
 
 
 def test_pipeline_carries_its_language_adapter(adapters, tiny_gemma3_dir, tmp_path, one_torch_thread):
@@ -188,7 +226,10 @@ def test_pipeline_carries_its_language_adapter(adapters, tiny_gemma3_dir, tmp_pa
     shutil.copytree(adapters["clm"][0], adapter_dir)
     saved = load_file(str(adapter_dir / "adapter_model.safetensors"))
     path = save_tiny_tl_fillm(
-        tiny_gemma3_dir, tmp_path / "pipeline", TL_FILLM_CONFIG, steps=3,
+        tiny_gemma3_dir,
+        tmp_path / "pipeline",
+        TL_FILLM_CONFIG,
+        steps=3,
         **{"components.tok2vec.model.language_adapter": str(adapter_dir)},
     )
     texts = sample_texts()[:12]
@@ -209,11 +250,20 @@ def test_pipeline_carries_its_language_adapter(adapters, tiny_gemma3_dir, tmp_pa
 def test_encoder_refuses_a_mismatched_language_adapter(adapters, tiny_gemma3_dir, tmp_path):
     with pytest.raises(ValueError, match='attention = "bidirectional"'):
         save_tiny_tl_fillm(
-            tiny_gemma3_dir, tmp_path / "p1", TL_FILLM_CONFIG, steps=0,
+            tiny_gemma3_dir,
+            tmp_path / "p1",
+            TL_FILLM_CONFIG,
+            steps=0,
             **{"components.tok2vec.model.language_adapter": str(adapters["mntp"][0])},
         )
     with pytest.raises(ValueError, match="lora_r = 0"):
         save_tiny_tl_fillm(
-            tiny_gemma3_dir, tmp_path / "p2", TL_FILLM_CONFIG, steps=0,
-            **{"components.tok2vec.model.language_adapter": str(adapters["clm"][0]), "components.tok2vec.model.lora_r": 4},
+            tiny_gemma3_dir,
+            tmp_path / "p2",
+            TL_FILLM_CONFIG,
+            steps=0,
+            **{
+                "components.tok2vec.model.language_adapter": str(adapters["clm"][0]),
+                "components.tok2vec.model.lora_r": 4,
+            },
         )

@@ -1,4 +1,5 @@
 """The biaffine parser: tree decoding, training through the LLM encoder, serialization, edge cases."""
+
 import itertools
 import random
 
@@ -16,9 +17,9 @@ from ufal.chu_liu_edmonds import chu_liu_edmonds
 
 from fillm_spacy.pipeline import mst
 from fillm_spacy.pipeline.mst import allowed_arcs, decode_tree, tree_score
-from fillm_spacy.pipeline.parser import ROOT_LABEL, arc_cross_entropy, label_cross_entropy, training_docs
+from fillm_spacy.pipeline.parser import ROOT_LABEL, training_docs
 
-from .conftest import sample_docs
+from ..conftest import sample_docs
 
 WIDTH = 32
 N_TRAIN = 10
@@ -87,9 +88,7 @@ def all_single_rooted_trees(n):
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.integers(1, 5).flatmap(
-        lambda n: hnp.arrays(np.float64, (n + 1, n + 1), elements=st.integers(-3, 3).map(float))
-    ),
+    st.integers(1, 5).flatmap(lambda n: hnp.arrays(np.float64, (n + 1, n + 1), elements=st.integers(-3, 3).map(float))),
     st.sampled_from([0.0, 2.0, 5.0]),
 )
 def test_decode_tree_is_best_single_rooted_tree(scores, root_bonus):
@@ -174,29 +173,45 @@ def test_decode_tree_refuses_nan_or_infinite_scores(bad):
 # ---------------------------------------------------------------- losses
 
 
-def test_arc_and_label_gradients_match_finite_differences():
+def numpy_reference_loss(arcs: np.ndarray, labels: np.ndarray, arc_targets, label_targets) -> float:
+    """The parser's loss written out for one sentence in float64 numpy: softmax over each
+    dependent's heads (ROOT included, itself excluded), then over labels at the gold head."""
+    total = 0.0
+    for d, (head, label) in enumerate(zip(arc_targets, label_targets), start=1):
+        if head < 0:
+            continue
+        row = np.delete(np.arange(arcs.shape[1]), d)
+        scores = arcs[d, row]
+        total -= arcs[d, head] - np.log(np.exp(scores - scores.max()).sum()) - scores.max()
+        if label >= 0:
+            cell = labels[d, head]
+            total -= cell[label] - np.log(np.exp(cell - cell.max()).sum()) - cell.max()
+    return total
+
+
+def test_padded_torch_loss_equals_the_per_sentence_loss_and_ignores_padding():
+    """Two sentences (4 and 2 tokens) padded together: the loss is the sum of each sentence's
+    own cross-entropies; padding cells and tokens without gold heads get no gradient."""
+    from fillm_spacy.layers.biaffine import IGNORE, BiaffineDependencyModel, ScoredGroup
+
     rng = np.random.default_rng(0)
-    n, n_labels = 4, 3
-    arcs, labels = rng.normal(size=(n + 1, n + 1)), rng.normal(size=(n + 1, n + 1, n_labels))
-    arc_targets = np.array([2, 0, -1, 3])  # token 3 has no gold head
-    label_targets = np.array([1, -1, -1, 2])
-    _, d_arcs = arc_cross_entropy(arcs, arc_targets)
-    _, d_labels = label_cross_entropy(labels, arc_targets, label_targets)
-    eps = 1e-5
-    for (i, j) in [(1, 2), (1, 0), (2, 3), (4, 1), (3, 1)]:
-        bumped = arcs.copy()
-        bumped[i, j] += eps
-        numeric = (arc_cross_entropy(bumped, arc_targets)[0] - arc_cross_entropy(arcs, arc_targets)[0]) / eps
-        assert d_arcs[i, j] == pytest.approx(numeric, abs=1e-3)
-    for (i, j, k) in [(1, 2, 0), (1, 2, 1), (4, 3, 2), (2, 0, 1)]:
-        bumped = labels.copy()
-        bumped[i, j, k] += eps
-        numeric = (
-            label_cross_entropy(bumped, arc_targets, label_targets)[0]
-            - label_cross_entropy(labels, arc_targets, label_targets)[0]
-        ) / eps
-        assert d_labels[i, j, k] == pytest.approx(numeric, abs=1e-3)
-    assert not d_arcs[0].any() and not d_arcs[3].any()  # ROOT row, token without gold head
+    n_labels = 3
+    arcs = torch.tensor(rng.normal(size=(2, 5, 5)), requires_grad=True)
+    labels = torch.tensor(rng.normal(size=(2, 5, 5, n_labels)), requires_grad=True)
+    group = ScoredGroup([0, 1], [4, 2], arcs, labels)
+    arc_targets = torch.tensor([[2, 0, -1, 3], [0, 1, IGNORE, IGNORE]])
+    arc_targets = torch.where(arc_targets < 0, IGNORE, arc_targets)
+    label_targets = torch.tensor([[1, IGNORE, IGNORE, 2], [IGNORE, 0, IGNORE, IGNORE]])
+    loss = BiaffineDependencyModel.loss(group, arc_targets, label_targets)
+    expected = numpy_reference_loss(arcs[0].detach().numpy(), labels[0].detach().numpy(), [2, 0, -1, 3], [1, -1, -1, 2])
+    expected += numpy_reference_loss(
+        arcs[1, :3, :3].detach().numpy(), labels[1, :3, :3].detach().numpy(), [0, 1], [-1, 0]
+    )
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert not arcs.grad[1, 3:].any() and not arcs.grad[1, :, 3:].any()  # padding of the short sentence
+    assert not arcs.grad[0, 0].any() and not arcs.grad[0, 3].any()  # ROOT row, token 3 without gold head
+    assert not labels.grad[1, 3:].any()
 
 
 # ---------------------------------------------------------------- pipelines
@@ -296,7 +311,7 @@ def trained(tiny_gemma3_dir):
 def test_parser_listens_to_the_llm_encoder(trained):
     nlp, *_ = trained
     assert nlp.get_pipe("tok2vec").listening_components == ["parser"]
-    assert "fillm_parser" == nlp.get_pipe_meta("parser").factory
+    assert nlp.get_pipe_meta("parser").factory == "fillm_parser"
 
 
 def test_overfits_ten_sentences(trained):
@@ -495,14 +510,23 @@ def test_replace_listeners_copies_the_llm_encoder_and_shares_the_base_model(tiny
     assert copied.adapter_name != original.adapter_name
     # Both adapters train in one update: the copy's forward pass (peft's set_adapter) must not
     # leave the tok2vec's adapter frozen before the tok2vec's backward pass.
-    nlp.add_pipe("tagger", config={"model": {"@architectures": "spacy.Tagger.v2", "tok2vec": {
-        "@architectures": "spacy.Tok2VecListener.v1", "width": WIDTH, "upstream": "tok2vec"}}})
+    nlp.add_pipe(
+        "tagger",
+        config={
+            "model": {
+                "@architectures": "spacy.Tagger.v2",
+                "tok2vec": {"@architectures": "spacy.Tok2VecListener.v1", "width": WIDTH, "upstream": "tok2vec"},
+            }
+        },
+    )
     examples = [Example(d.copy(), g) for d, g in zip(docs, sample_docs(3))]
     nlp.get_pipe("tagger").initialize(lambda: examples, nlp=nlp)
     assert nlp.get_pipe("tok2vec").listening_components == ["tagger"]
 
     def adapter(module):
-        return {n: p.detach().clone() for n, p in module.llm.model.named_parameters() if f".{module.adapter_name}." in n}
+        return {
+            n: p.detach().clone() for n, p in module.llm.model.named_parameters() if f".{module.adapter_name}." in n
+        }
 
     before_tok2vec, before_copy = adapter(original), adapter(copied)
     nlp.update(examples, sgd=Adam(0.01))
@@ -564,8 +588,11 @@ def biaffine_state_bytes(nlp) -> bytes:
 
 
 def arc_scores(nlp, docs):
+    from fillm_spacy.pipeline.parser import sentence_spans
+
     docs = list(nlp.get_pipe("tok2vec").pipe([d.copy() for d in docs]))
-    return [s.arcs.copy() for s in nlp.get_pipe("parser").model.predict(docs)]
+    groups = nlp.get_pipe("parser").model.predict((docs, sentence_spans(docs)))
+    return [g.arcs[row, : n + 1, : n + 1].numpy().copy() for g in groups for row, n in enumerate(g.lengths)]
 
 
 def test_biaffine_weights_are_saved_as_safetensors_and_round_trip(tmp_path):

@@ -1,5 +1,6 @@
 """fillm.JointCorpus.v1: treebank, NER and silver docs in one stream, each with its own annotation;
 raw text one document per line."""
+
 import pytest
 import spacy
 from spacy.tokens import DocBin
@@ -7,7 +8,7 @@ from spacy.tokens import DocBin
 from fillm_spacy.readers.joint_corpus import joint_corpus_v1
 from fillm_spacy.readers.raw_text import first_lines
 
-from .conftest import DATA, sample_docs
+from ..conftest import DATA, sample_docs
 
 
 def write(path, docs):

@@ -1,4 +1,5 @@
 """The `quick` project workflow end to end: tiny base model, tiny copies of the offline data."""
+
 import shutil
 import subprocess
 import sys
@@ -8,8 +9,8 @@ import spacy
 import srsly
 from spacy.tokens import DocBin
 
-ROOT = Path(__file__).parent.parent
-DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent.parent
+DATA = Path(__file__).parent.parent / "data"
 
 
 def make_offline_data(folder: Path) -> Path:
@@ -36,24 +37,51 @@ def test_quick_workflow_trains_evaluates_and_compares(tmp_path, tiny_gemma3_dir)
     shutil.copytree(ROOT / "data", project / "data")
     offline = make_offline_data(tmp_path / "shared")
     command = [
-        sys.executable, "-m", "spacy", "project", "run", "quick", str(project),
-        "--vars.shared_data", str(offline),
-        "--vars.base_model", str(tiny_gemma3_dir),
-        "--vars.quick_steps", "6",
-        "--vars.quick_eval_frequency", "3",
-        "--vars.quick_vectors_dim", "10",
-        "--vars.quick_vectors_bucket", "1000",
-        "--vars.n_resamples", "200",
-        "--vars.quick_silver_lines", "5",
+        sys.executable,
+        "-m",
+        "spacy",
+        "project",
+        "run",
+        "quick",
+        str(project),
+        "--vars.shared_data",
+        str(offline),
+        "--vars.base_model",
+        str(tiny_gemma3_dir),
+        "--vars.quick_steps",
+        "6",
+        "--vars.quick_eval_frequency",
+        "3",
+        "--vars.quick_vectors_dim",
+        "10",
+        "--vars.quick_vectors_bucket",
+        "1000",
+        "--vars.n_resamples",
+        "200",
+        "--vars.quick_silver_lines",
+        "5",
         # the tiny model has 3 layers; tl_fillm_lg reads layers 4, 8 and 12 of Gemma 3 270M
-        "--vars.lg_first_layer", "1", "--vars.lg_last_layer", "3", "--vars.lg_layer_stride", "2",
+        "--vars.lg_first_layer",
+        "1",
+        "--vars.lg_last_layer",
+        "3",
+        "--vars.lg_layer_stride",
+        "2",
     ]
     result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     for name in ("tl_fillm_sm", "tl_fillm_lg"):
         nlp = spacy.load(project / "training" / "quick" / name / "model-best")
-        assert nlp.pipe_names == ["tok2vec", "senter", "tagger", "morphologizer", "trainable_lemmatizer", "parser", "ner"]
+        assert nlp.pipe_names == [
+            "tok2vec",
+            "senter",
+            "tagger",
+            "morphologizer",
+            "trainable_lemmatizer",
+            "parser",
+            "ner",
+        ]
         doc = nlp("Kumain ang bata ng mangga sa Maynila.")
         assert all(t.pos_ and t.dep_ for t in doc)
     # tl_fillm_lg's silver annotation of the raw text reached tl_fillm_sm's training data

@@ -1,10 +1,11 @@
 """fillm.WithFeatures.v1: a head reads its listener and features of its own (the lemmatizer's
 characters and static vectors), trains, and survives a save and load."""
+
 import numpy
 import spacy
 from spacy.training import Example
 
-from .conftest import sample_docs
+from ..conftest import sample_docs
 
 LEMMATIZER = {
     "model": {
@@ -25,8 +26,14 @@ LEMMATIZER = {
 }
 TOK2VEC = {
     "model": {
-        "@architectures": "spacy.HashEmbedCNN.v2", "width": 32, "depth": 1, "embed_size": 500,
-        "window_size": 1, "maxout_pieces": 2, "subword_features": True, "pretrained_vectors": None,
+        "@architectures": "spacy.HashEmbedCNN.v2",
+        "width": 32,
+        "depth": 1,
+        "embed_size": 500,
+        "window_size": 1,
+        "maxout_pieces": 2,
+        "subword_features": True,
+        "pretrained_vectors": None,
     }
 }
 
@@ -51,7 +58,7 @@ def test_lemmatizer_with_its_own_features_trains_and_round_trips(tmp_path):
     assert head_input.get_dim("nO") == 32 + 16
     before = lemma_accuracy(nlp, examples)
     optimizer.learn_rate = 0.01
-    for epoch in range(10):
+    for _epoch in range(10):
         for batch in spacy.util.minibatch(examples, 5):
             nlp.update(batch, sgd=optimizer)
     after = lemma_accuracy(nlp, examples)
@@ -60,4 +67,6 @@ def test_lemmatizer_with_its_own_features_trains_and_round_trips(tmp_path):
     nlp.to_disk(tmp_path / "nlp")
     reloaded = spacy.load(tmp_path / "nlp")
     texts = [doc.text for doc in gold]
-    assert [[t.lemma_ for t in doc] for doc in reloaded.pipe(texts)] == [[t.lemma_ for t in doc] for doc in nlp.pipe(texts)]
+    assert [[t.lemma_ for t in doc] for doc in reloaded.pipe(texts)] == [
+        [t.lemma_ for t in doc] for doc in nlp.pipe(texts)
+    ]

@@ -1,4 +1,5 @@
 """fillm_summarizer (lead, centrality, abstractive) and the ROUGE evaluation."""
+
 import json
 
 import numpy as np
@@ -7,10 +8,10 @@ import spacy
 import srsly
 from rouge_score import rouge_scorer
 
-from fillm_spacy.evaluation.rouge import UnicodeWordTokenizer, main as rouge_main, make_scorer
+from fillm_spacy.evaluation.rouge import UnicodeWordTokenizer, make_scorer
+from fillm_spacy.evaluation.rouge import main as rouge_main
 from fillm_spacy.models.loading import load_base_llm
 from fillm_spacy.pipeline.summarizer import centrality_scores, clean_headline, sentences
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -132,7 +133,7 @@ def test_abstractive_on_a_tiny_model_is_bounded(tiny_gemma3_dir):
     "response,headline",
     [
         ("* <strong>Baha sa Maynila</strong>\nArticle: ...", "Baha sa Maynila"),
-        ("Headline: \"Baha sa España\"", "Baha sa España"),
+        ('Headline: "Baha sa España"', "Baha sa España"),
         ("## Pamagat: 5 patay sa baha", "5 patay sa baha"),
         ("Article:", ""),
         ("", ""),
@@ -162,7 +163,14 @@ def test_bad_config_is_refused():
 def test_rouge_tokenizer_keeps_tagalog_and_unicode_words():
     tokenizer = UnicodeWordTokenizer()
     assert tokenizer.tokenize("Si Niño ay nagpunta sa Parañaque, 'di ba?") == [
-        "si", "niño", "ay", "nagpunta", "sa", "parañaque", "di", "ba"
+        "si",
+        "niño",
+        "ay",
+        "nagpunta",
+        "sa",
+        "parañaque",
+        "di",
+        "ba",
     ]
     assert tokenizer.tokenize("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]  # vowel signs stay inside the word
     assert tokenizer.tokenize("ฝนตก หนัก") == ["ฝนตก", "หนัก"]
@@ -180,14 +188,30 @@ def test_rouge_tokenizer_keeps_tagalog_and_unicode_words():
 def test_rouge_cli_reports_system_beside_lead1(tmp_path):
     records = [
         {"doc_id": "a", "text": HAND_MADE, "summary": "Kumakain ang pusa at aso"},
-        {"doc_id": "b", "text": "Umuulan sa Maynila. Baha sa España Boulevard. Sarado ang mga paaralan.", "summary": "Baha sa España"},
+        {
+            "doc_id": "b",
+            "text": "Umuulan sa Maynila. Baha sa España Boulevard. Sarado ang mga paaralan.",
+            "summary": "Baha sa España",
+        },
         {"doc_id": "c", "text": "Walang kinalaman ito.", "summary": "Iba ito"},
     ]
     data = tmp_path / "pairs.jsonl"
     srsly.write_jsonl(data, records)
     output = tmp_path / "metrics" / "rouge.json"
-    rouge_main(["--data", str(data), "--range", "0:2", "--mode", "centrality", "--output", str(output),
-                "--save-predictions", str(tmp_path / "pred.jsonl")])
+    rouge_main(
+        [
+            "--data",
+            str(data),
+            "--range",
+            "0:2",
+            "--mode",
+            "centrality",
+            "--output",
+            str(output),
+            "--save-predictions",
+            str(tmp_path / "pred.jsonl"),
+        ]
+    )
     result = json.loads(output.read_text())
     assert result["n_docs"] == 2
     assert set(result["system"]) >= {"rouge1", "rouge2", "rougeL"} and result["lead1"]["name"] == "lead-1"
@@ -202,7 +226,7 @@ def test_rouge_cli_reports_system_beside_lead1(tmp_path):
 
 
 def test_abstractive_prompt_keeps_a_documents_control_tokens_as_text(tiny_gemma3_dir):
-    """"<eos>"/"<bos>" in a doc are pieces of text in the prompt, and the input bound counts them so."""
+    """ "<eos>"/"<bos>" in a doc are pieces of text in the prompt, and the input bound counts them so."""
     nlp = summarizer("abstractive", model_name=str(tiny_gemma3_dir), max_new_tokens=3, max_input_pieces=24)
     component = nlp.get_pipe("fillm_summarizer")
     tokenizer = component.generator.llm.tokenizer

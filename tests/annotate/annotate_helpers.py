@@ -1,5 +1,6 @@
 """Shared by test_annotate.py and test_annotate_ray.py: the pipelines (built once per session),
 input files, and reading an annotator's output back in shard order."""
+
 import json
 import os
 import time
@@ -11,7 +12,7 @@ import spacy
 from fillm_spacy.annotate.manifest import load_manifest
 from fillm_spacy.annotate.writers import output_documents
 
-from .conftest import DATA, save_tiny_tl_fillm
+from ..conftest import DATA, save_tiny_tl_fillm
 
 _BUILT: Dict[str, Path] = {}
 
@@ -39,7 +40,7 @@ def long_corpus(tmp_path_factory) -> Path:
     worker or an actor can be killed while most shards are still to do."""
     if "long_corpus" not in _BUILT:
         lines = alt_lines(120)
-        rows = [{"id": i // 10, "text": " ".join(lines[i:i + 10])} for i in range(0, 120, 10)]
+        rows = [{"id": i // 10, "text": " ".join(lines[i : i + 10])} for i in range(0, 120, 10)]
         _BUILT["long_corpus"] = write_jsonl(tmp_path_factory.mktemp("long-corpus") / "in.jsonl", rows)
     return _BUILT["long_corpus"]
 

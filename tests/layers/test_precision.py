@@ -1,5 +1,6 @@
 """Lower-precision frozen layers at inference: the heads read the float32 features within a
 stated tolerance, and a CPU without fast bfloat16 falls back with one log line."""
+
 import logging
 
 import numpy as np
@@ -10,14 +11,15 @@ import torch
 from fillm_spacy.layers import precision
 from fillm_spacy.layers.llm_encoder import llm_encoder_v1
 
-from .conftest import sample_texts
+from ..conftest import sample_texts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def encoder(model_dir, **overrides):
-    model = llm_encoder_v1(model_name=str(model_dir), width=16, lora_r=0, first_layer=1, last_layer=3,
-                           window=32, stride=24, **overrides)
+    model = llm_encoder_v1(
+        model_name=str(model_dir), width=16, lora_r=0, first_layer=1, last_layer=3, window=32, stride=24, **overrides
+    )
     model.initialize()
     return model
 
@@ -29,7 +31,9 @@ def docs():
 
 
 @pytest.mark.parametrize("kind", ["gemma", "gemma3"])
-def test_bfloat16_layers_give_the_float32_features_within_tolerance(tiny_gemma_dir, tiny_gemma3_dir, docs, kind, monkeypatch):
+def test_bfloat16_layers_give_the_float32_features_within_tolerance(
+    tiny_gemma_dir, tiny_gemma3_dir, docs, kind, monkeypatch
+):
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)  # autocast runs on any x86 CPU
     model_dir = tiny_gemma_dir if kind == "gemma" else tiny_gemma3_dir
     torch.manual_seed(0)
@@ -86,7 +90,9 @@ def test_training_runs_in_float32_whatever_the_precision(tiny_gemma3_dir, docs, 
     np.testing.assert_array_equal(np.concatenate(train_a), np.concatenate(train_b))
 
 
-def test_compiled_layers_give_the_eager_features_and_fall_back_with_one_log_line(tiny_gemma3_dir, docs, monkeypatch, caplog):
+def test_compiled_layers_give_the_eager_features_and_fall_back_with_one_log_line(
+    tiny_gemma3_dir, docs, monkeypatch, caplog
+):
     from fillm_spacy.layers import compiled as compiled_layers
 
     monkeypatch.setattr(compiled_layers, "_STATE", {"failed": False})
@@ -114,6 +120,14 @@ def test_compiled_layers_give_the_eager_features_and_fall_back_with_one_log_line
 
 
 def test_an_encoder_with_lora_never_runs_compiled(tiny_gemma3_dir):
-    model = llm_encoder_v1(model_name=str(tiny_gemma3_dir), width=16, lora_r=4, first_layer=1, last_layer=3,
-                           window=32, stride=24, compiled=True)
+    model = llm_encoder_v1(
+        model_name=str(tiny_gemma3_dir),
+        width=16,
+        lora_r=4,
+        first_layer=1,
+        last_layer=3,
+        window=32,
+        stride=24,
+        compiled=True,
+    )
     assert model.shims[0]._model.compiled is False

@@ -59,7 +59,7 @@ def test_leading_space_piece_is_not_given_to_previous_word(tokenizer):
     # spacy-transformers 1.4 gives each word one piece too many with Gemma offsets, because
     # '▁word' starts on the space after the previous word.
     nlp = spacy.blank("tl")
-    doc, enc, aligned = align(nlp, tokenizer, "sila ay")
+    _doc, enc, aligned = align(nlp, tokenizer, "sila ay")
     pieces = tokenizer.convert_ids_to_tokens(enc["input_ids"])
     first_len = aligned.token_lengths[0]
     first_pieces = [pieces[p] for p in aligned.token_pieces[:first_len]]
@@ -69,7 +69,7 @@ def test_leading_space_piece_is_not_given_to_previous_word(tokenizer):
 
 def test_empty_doc_has_no_tokens_and_no_links(tokenizer):
     nlp = spacy.blank("tl")
-    doc, enc, aligned = align(nlp, tokenizer, "")
+    doc, _enc, aligned = align(nlp, tokenizer, "")
     assert len(doc) == 0 and len(aligned.token_pieces) == 0
 
 
@@ -142,6 +142,7 @@ def test_window_assignment_of_two_million_pieces(causal):
     if causal:  # the earliest window holding the piece
         assert (owner == np.maximum(0, -(-(positions - window + 1) // stride))).all()
         return
+
     # The context is unimodal over the windows, so beating both neighbours is the optimum;
     # the earlier neighbour must not even tie it.
     def context(index):

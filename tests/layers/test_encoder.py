@@ -12,7 +12,7 @@ from fillm_spacy.layers.bilstm import PackedBiLSTM
 from fillm_spacy.layers.llm_encoder import llm_encoder_v1
 from fillm_spacy.models.adapters import active_adapter
 
-from .conftest import sample_docs, sample_texts
+from ..conftest import sample_docs, sample_texts
 
 WIDTH = 16
 
@@ -36,7 +36,14 @@ def nlp():
 
 def test_one_vector_per_token_for_awkward_input(tiny_model_dir, nlp):
     model = make_encoder(tiny_model_dir)
-    texts = ["Ibang tao ang kumain ng mangga.", "", "   ", "😀🇵🇭 !!", "Mahal\u200bkita\tnang  lubos\n\n", "Hello, this is English text."]
+    texts = [
+        "Ibang tao ang kumain ng mangga.",
+        "",
+        "   ",
+        "😀🇵🇭 !!",
+        "Mahal\u200bkita\tnang  lubos\n\n",
+        "Hello, this is English text.",
+    ]
     docs = [nlp(t) for t in texts]
     outputs = model.predict(docs)
     assert [o.shape for o in outputs] == [(len(d), WIDTH) for d in docs]
@@ -234,7 +241,7 @@ def trained_tagger(tiny_gemma3_dir):
 
 
 def test_listeners_train_through_the_encoder_and_accuracy_improves(trained_tagger):
-    nlp, examples, start, end = trained_tagger
+    nlp, _examples, start, end = trained_tagger
     assert nlp.get_pipe("tok2vec").listener_map.keys() == {"tagger", "morphologizer"}
     assert end["pos_acc"] > start["pos_acc"] + 0.2
     assert end["tag_acc"] > start["tag_acc"] + 0.2
@@ -274,7 +281,9 @@ def test_adapter_from_another_base_model_is_refused(trained_tagger, tiny_gemma_d
     nlp, _, _, _ = trained_tagger
     nlp.to_disk(tmp_path / "pipeline")
     with pytest.raises(ValueError, match="trained on base model"):
-        spacy.load(tmp_path / "pipeline", config={"components": {"tok2vec": {"model": {"model_name": str(tiny_gemma_dir)}}}})
+        spacy.load(
+            tmp_path / "pipeline", config={"components": {"tok2vec": {"model": {"model_name": str(tiny_gemma_dir)}}}}
+        )
 
 
 def test_architecture_is_registered_through_entry_points():
@@ -317,7 +326,9 @@ def test_last_layer_feature_is_the_raw_output_of_the_last_layer(tiny_gemma3_dir)
 
 @pytest.mark.parametrize("prefix_cache_mb", [0, 16])
 def test_final_norm_puts_the_models_norm_on_the_last_mixed_layer_only(tiny_gemma3_dir, nlp, prefix_cache_mb):
-    model = make_encoder(tiny_gemma3_dir, lora_r=0, first_layer=1, last_layer=2, final_norm=True, prefix_cache_mb=prefix_cache_mb)
+    model = make_encoder(
+        tiny_gemma3_dir, lora_r=0, first_layer=1, last_layer=2, final_norm=True, prefix_cache_mb=prefix_cache_mb
+    )
     module = encoder_module(model)
     mixed = []
     hook = module.mix.register_forward_pre_hook(lambda _m, args: mixed.append([t.detach().clone() for t in args[0]]))
@@ -327,9 +338,13 @@ def test_final_norm_puts_the_models_norm_on_the_last_mixed_layer_only(tiny_gemma
             model.begin_update([doc])
     finally:
         hook.remove()
-    ids = torch.as_tensor([[module.llm.tokenizer.bos_token_id] + module.llm.tokenizer(doc.text, add_special_tokens=False)["input_ids"]])
+    ids = torch.as_tensor(
+        [[module.llm.tokenizer.bos_token_id] + module.llm.tokenizer(doc.text, add_special_tokens=False)["input_ids"]]
+    )
     with torch.no_grad(), active_adapter(module.llm, None):  # other tests' adapters are on the shared model
-        full = module.llm.decoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states
+        full = module.llm.decoder(
+            input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True
+        ).hidden_states
         normed = module.llm.decoder.norm(full[2])
     assert len(mixed) == 2  # one mix per pass
     for layer1, layer2 in mixed:
@@ -338,8 +353,14 @@ def test_final_norm_puts_the_models_norm_on_the_last_mixed_layer_only(tiny_gemma
 
 
 def test_layer_stride_picks_the_mixed_layers(tiny_gemma3_dir):
-    assert encoder_module(make_encoder(tiny_gemma3_dir, first_layer=1, last_layer=3, layer_stride=2)).mixed_layers == [1, 3]
-    assert encoder_module(make_encoder(tiny_gemma3_dir, first_layer=0, last_layer=2, layer_stride=2)).mixed_layers == [0, 2]
+    assert encoder_module(make_encoder(tiny_gemma3_dir, first_layer=1, last_layer=3, layer_stride=2)).mixed_layers == [
+        1,
+        3,
+    ]
+    assert encoder_module(make_encoder(tiny_gemma3_dir, first_layer=0, last_layer=2, layer_stride=2)).mixed_layers == [
+        0,
+        2,
+    ]
     assert encoder_module(make_encoder(tiny_gemma3_dir, first_layer=2, last_layer=3)).mixed_layers == [2, 3]
     with pytest.raises(ValueError, match="layer_stride"):
         make_encoder(tiny_gemma3_dir, layer_stride=0)
@@ -384,9 +405,7 @@ def test_window_stitching_keeps_each_piece_from_its_own_windows_direct_run(tiny_
             direct = module.encode_windows([np.asarray(bos + ids[start : start + window])], "cpu")
             owned = np.flatnonzero(owner == k)
             assert len(owned) > 0
-            np.testing.assert_allclose(
-                stitched[owned].numpy(), direct[owned - start + 1].numpy(), rtol=1e-4, atol=1e-5
-            )
+            np.testing.assert_allclose(stitched[owned].numpy(), direct[owned - start + 1].numpy(), rtol=1e-4, atol=1e-5)
 
 
 # --- attention masks -----------------------------------------------------------------------------
@@ -412,7 +431,10 @@ def test_bidirectional_mask_sees_right_context_and_never_padding(tiny_gemma_dir,
 def layer_calls(module):
     """Indices of the decoder layers that run while the hooks are on, and the hooks."""
     calls = []
-    hooks = [layer.register_forward_hook(lambda *_, i=i: calls.append(i)) for i, layer in enumerate(module.llm.decoder.layers)]
+    hooks = [
+        layer.register_forward_hook(lambda *_, i=i: calls.append(i))
+        for i, layer in enumerate(module.llm.decoder.layers)
+    ]
     return calls, hooks
 
 
@@ -463,7 +485,9 @@ def test_prefix_cache_gives_the_same_outputs_and_gradients(tiny_gemma_dir, tiny_
 
 @pytest.mark.parametrize("kind", ["gemma", "gemma3"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_layers_above_a_cached_state_give_exactly_the_full_runs_states(tiny_gemma_dir, tiny_gemma3_dir, nlp, kind, dtype):
+def test_layers_above_a_cached_state_give_exactly_the_full_runs_states(
+    tiny_gemma_dir, tiny_gemma3_dir, nlp, kind, dtype
+):
     """What the cache relies on: running layers 3.. from the stored output of layer 2 gives the
     same bits as one run from the piece ids, also in bf16 (Gemma 1 scales its inputs_embeds
     by sqrt(hidden): the stored state must not go through that)."""
@@ -517,7 +541,9 @@ def tiny_char_features():
         spacy.registry.architectures.get("spacy.MultiHashEmbed.v2")(
             width=8, attrs=["NORM", "SUFFIX"], rows=[100, 50], include_static_vectors=False
         ),
-        spacy.registry.architectures.get("spacy.MaxoutWindowEncoder.v2")(width=8, depth=1, window_size=1, maxout_pieces=2),
+        spacy.registry.architectures.get("spacy.MaxoutWindowEncoder.v2")(
+            width=8, depth=1, window_size=1, maxout_pieces=2
+        ),
     )
 
 
@@ -528,8 +554,17 @@ def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
 
     features = tiny_char_features()
     model = llm_encoder_v1(
-        model_name=str(tiny_gemma3_dir), width=WIDTH, lora_r=0, first_layer=1, last_layer=2, window=32, stride=24,
-        contextualizer_width=16, contextualizer_depth=2, features=features, features_into_contextualizer=True,
+        model_name=str(tiny_gemma3_dir),
+        width=WIDTH,
+        lora_r=0,
+        first_layer=1,
+        last_layer=2,
+        window=32,
+        stride=24,
+        contextualizer_width=16,
+        contextualizer_depth=2,
+        features=features,
+        features_into_contextualizer=True,
     )
     docs = [nlp("Kumain ang bata ng mangga"), nlp("Kumain ang bata ng saging")]
     model.initialize(X=docs)
@@ -559,8 +594,17 @@ def test_the_bilstms_input_can_also_go_around_it(tiny_gemma3_dir, nlp):
 
     features = tiny_char_features()
     model = llm_encoder_v1(
-        model_name=str(tiny_gemma3_dir), width=WIDTH, lora_r=0, first_layer=1, last_layer=2, window=32, stride=24,
-        contextualizer_width=16, features=features, features_into_contextualizer=True, contextualizer_skip=True,
+        model_name=str(tiny_gemma3_dir),
+        width=WIDTH,
+        lora_r=0,
+        first_layer=1,
+        last_layer=2,
+        window=32,
+        stride=24,
+        contextualizer_width=16,
+        features=features,
+        features_into_contextualizer=True,
+        contextualizer_skip=True,
     )
     docs = [nlp("Kumain ang bata ng mangga")]
     model.initialize(X=docs)
@@ -614,7 +658,9 @@ def test_a_forward_runs_in_its_own_modules_mode_whatever_another_encoder_set(tin
         adapter = name.rpartition(".")[2]
         if ".lora_dropout." in name and adapter in seen:
             hooks.append(module.register_forward_hook(lambda m, i, o, a=adapter: seen[a].append(m.training)))
-    batch = docs_to_batch(training.llm, 32, 24, causal=True, pooling="last")(None, [nlp("Kumain ng mangga ang bata.")], True)[0]
+    batch = docs_to_batch(training.llm, 32, 24, causal=True, pooling="last")(
+        None, [nlp("Kumain ng mangga ang bata.")], True
+    )[0]
     training.train()
     other.eval()  # flips the shared base to eval
     training(*batch.args)

@@ -1,4 +1,5 @@
 """LLM-derived static vectors (workflow/llm_vectors.py) on the tiny Gemma 3."""
+
 import json
 from collections import defaultdict
 
@@ -12,7 +13,7 @@ from fillm_spacy.layers.llm_encoder_module import LLMEncoderModule
 from fillm_spacy.models.loading import load_base_llm
 from fillm_spacy.workflow.llm_vectors import build_llm_vectors, main
 
-from .conftest import sample_texts
+from ..conftest import sample_texts
 
 
 @pytest.fixture
@@ -24,11 +25,17 @@ def raw_text(tmp_path):
     return path
 
 
-def test_each_row_is_the_average_of_the_words_states_one_doc_at_a_time(tiny_gemma3_dir, raw_text, tmp_path, one_torch_thread):
-    summary = build_llm_vectors(raw_text, tmp_path / "vectors", model_name=str(tiny_gemma3_dir), layers=[1, 3], min_count=2)
+def test_each_row_is_the_average_of_the_words_states_one_doc_at_a_time(
+    tiny_gemma3_dir, raw_text, tmp_path, one_torch_thread
+):
+    summary = build_llm_vectors(
+        raw_text, tmp_path / "vectors", model_name=str(tiny_gemma3_dir), layers=[1, 3], min_count=2
+    )
     # the same states computed independently: each line alone (no batching), summed per lowercased word
     llm = load_base_llm(str(tiny_gemma3_dir))
-    module = LLMEncoderModule(llm, None, [1, 3], "causal", contextualizer_width=0, width=1, max_batch_pieces=4096).eval()
+    module = LLMEncoderModule(
+        llm, None, [1, 3], "causal", contextualizer_width=0, width=1, max_batch_pieces=4096
+    ).eval()
     to_batch = docs_to_batch(llm, 256, 192, causal=True, pooling="last")
     tokenizer = spacy.blank("tl").tokenizer
     states = defaultdict(list)
@@ -55,7 +62,9 @@ def test_each_row_is_the_average_of_the_words_states_one_doc_at_a_time(tiny_gemm
     assert written["types"] == len(expected) < written["keys"]  # title-case keys share rows
 
 
-def test_a_pipeline_reads_one_row_for_both_spellings_and_zeros_for_unseen_words(tiny_gemma3_dir, raw_text, tmp_path, one_torch_thread):
+def test_a_pipeline_reads_one_row_for_both_spellings_and_zeros_for_unseen_words(
+    tiny_gemma3_dir, raw_text, tmp_path, one_torch_thread
+):
     from spacy.ml.staticvectors import StaticVectors
 
     build_llm_vectors(raw_text, tmp_path / "vectors", model_name=str(tiny_gemma3_dir), layers=[2], min_count=1)
@@ -72,7 +81,9 @@ def test_a_pipeline_reads_one_row_for_both_spellings_and_zeros_for_unseen_words(
 def test_pca_and_floret_set_the_width(tiny_gemma3_dir, raw_text, tmp_path, one_torch_thread):
     from fillm_spacy.workflow.vectors import train_floret_vectors
 
-    floret_file = train_floret_vectors(raw_text, tmp_path / "f.floret", dim=8, bucket=500, epochs=1, threads=1, min_count=1)
+    floret_file = train_floret_vectors(
+        raw_text, tmp_path / "f.floret", dim=8, bucket=500, epochs=1, threads=1, min_count=1
+    )
     floret_dir = tmp_path / "floret"
     from spacy.training.initialize import convert_vectors  # what `spacy init vectors` runs
 
@@ -93,7 +104,10 @@ def test_pca_and_floret_set_the_width(tiny_gemma3_dir, raw_text, tmp_path, one_t
     [
         (lambda raw, model: [str(raw), "out", "--model", model, "--layers", "7"], "layers must be in 0..3"),
         (lambda raw, model: [str(raw.parent / "missing.txt"), "out", "--model", model], "missing.txt"),
-        (lambda raw, model: [str(raw), "out", "--model", model, "--layers", "1", "--min-count", "1000"], "No word occurs 1000 times"),
+        (
+            lambda raw, model: [str(raw), "out", "--model", model, "--layers", "1", "--min-count", "1000"],
+            "No word occurs 1000 times",
+        ),
     ],
 )
 def test_bad_arguments_end_in_one_line(tiny_gemma3_dir, raw_text, make_args, message, tmp_path, monkeypatch):
