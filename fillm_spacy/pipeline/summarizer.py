@@ -42,14 +42,14 @@ This module is imported whenever spaCy builds a pipeline (entry point `spacy_fac
 imports nothing heavy at module level.
 """
 
+from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, List, Optional
 
-import numpy as np
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
-# The headline prompt and its cleanup are shared with generative fine-tuning; `sentences` and
-# `clean_headline` stay importable from here.
+# The headline prompt and its cleanup are shared with generative fine-tuning (llm/headline.py);
+# the extractive modes live in extractive.py.
 from ..llm.headline import (
     DEFAULT_MAX_INPUT_PIECES,
     DEFAULT_MAX_INPUT_SENTENCES,
@@ -61,123 +61,44 @@ from ..llm.headline import (
     sentences,
     truncated_input,
 )
+from .extractive import extractive_summary
 
 MODES = ("lead", "centrality", "abstractive")
-
-
-def sentence_vectors(sents: List[Span]) -> np.ndarray:
-    """One row per sentence: mean `doc.tensor` rows if the doc has token vectors, else a bag of
-    lowercased words."""
-    doc = sents[0].doc
-    tensor = doc.tensor
-    if tensor is not None and tensor.size and tensor.shape[0] == len(doc):
-        rows = []
-        for sent in sents:
-            keep = [t.i for t in sent if not (t.is_punct or t.is_space)] or [t.i for t in sent]
-            rows.append(np.asarray(tensor[keep]).mean(axis=0))
-        return np.vstack(rows).astype("float64")
-    vocabulary: dict = {}
-    counts = []
-    for sent in sents:
-        row: dict = {}
-        for token in sent:
-            if token.is_punct or token.is_space:
-                continue
-            column = vocabulary.setdefault(token.lower_, len(vocabulary))
-            row[column] = row.get(column, 0) + 1
-        counts.append(row)
-    matrix = np.zeros((len(sents), max(len(vocabulary), 1)), dtype="float64")
-    for i, row in enumerate(counts):
-        for column, count in row.items():
-            matrix[i, column] = count
-    return matrix
-
-
-def centrality_scores(vectors: np.ndarray, damping: float = 0.85, iterations: int = 100) -> np.ndarray:
-    """PageRank over the graph of non-negative cosine similarities between sentences (no
-    self-loops): a sentence is central when it resembles many sentences that are central."""
-    n = vectors.shape[0]
-    if n == 1:
-        return np.ones(1)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
-    similarity = np.clip(unit @ unit.T, 0.0, None)
-    np.fill_diagonal(similarity, 0.0)
-    out_weight = similarity.sum(axis=1, keepdims=True)
-    # A sentence similar to nothing spreads its weight evenly (no rank sink).
-    transition = np.where(out_weight > 0, similarity / np.where(out_weight > 0, out_weight, 1.0), 1.0 / n)
-    scores = np.full(n, 1.0 / n)
-    for _ in range(iterations):
-        updated = (1 - damping) / n + damping * transition.T @ scores
-        if np.abs(updated - scores).sum() < 1e-10:
-            scores = updated
-            break
-        scores = updated
-    return scores
 
 
 class Summarizer:
     """Sets `doc._.summary`; see the module docstring for modes and bounds."""
 
-    def __init__(
-        self,
-        nlp: Language,
-        name: str,
-        *,
-        mode: str,
-        max_sentences: int,
-        max_sentence_tokens: int,
-        max_input_sentences: int,
-        model_name: str,
-        adapter: Optional[str],
-        prompt: str,
-        max_input_pieces: int,
-        max_new_tokens: int,
-        chat_format: str,
-        batch_size: int,
-        device: Optional[str],
-        dtype: str,
-    ):
-        if mode not in MODES:
-            raise ValueError(f"fillm_summarizer mode must be one of {MODES}, not '{mode}'")
-        if min(max_sentences, max_sentence_tokens, max_input_sentences, max_input_pieces, max_new_tokens) < 1:
-            raise ValueError("fillm_summarizer limits (max_*) must be at least 1")
-        if mode == "abstractive" and "{text}" not in prompt:
-            raise ValueError("The abstractive prompt needs a '{text}' placeholder")
+    def __init__(self, nlp: Language, name: str, settings: "SummarizerSettings"):
+        settings.check()
         if not Doc.has_extension("summary"):
             Doc.set_extension("summary", default=None)
         self.name = name
-        self.mode = mode
-        self.max_sentences = max_sentences
-        self.max_sentence_tokens = max_sentence_tokens
-        self.max_input_sentences = max_input_sentences
-        self.prompt = prompt
-        self.max_input_pieces = max_input_pieces
-        self.batch_size = batch_size
+        self.settings = settings
         self.generator = None
-        if mode == "abstractive":
+        if settings.mode == "abstractive":
             from ..llm.local_model import fillm_local_llm_v1
 
-            if adapter:
-                warn_if_adapter_was_trained_otherwise(adapter, prompt, max_input_pieces)
+            if settings.adapter:
+                warn_if_adapter_was_trained_otherwise(settings.adapter, settings.prompt, settings.max_input_pieces)
             # Headlines are one line: a newline ends the response.
             self.generator = fillm_local_llm_v1(
-                name=model_name,
-                adapter=adapter,
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-                chat_format=chat_format,
-                context_length=max_input_pieces + max_new_tokens + 512,
+                model_name=settings.model_name,
+                adapter=settings.adapter,
+                max_new_tokens=settings.max_new_tokens,
+                batch_size=settings.batch_size,
+                chat_format=settings.chat_format,
+                context_length=settings.max_input_pieces + settings.max_new_tokens + 512,
                 stop=["\n"],
-                device=device,
-                dtype=dtype,
+                device=settings.device,
+                dtype=settings.dtype,
             )
 
     def __call__(self, doc: Doc) -> Doc:
         return next(iter(self.pipe([doc])))
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
-        size = batch_size or self.batch_size
+        size = batch_size or self.settings.batch_size
         batch: List[Doc] = []
         for doc in stream:
             batch.append(doc)
@@ -188,7 +109,7 @@ class Summarizer:
             yield from self._summarize(batch)
 
     def _summarize(self, docs: List[Doc]) -> List[Doc]:
-        if self.mode == "abstractive":
+        if self.settings.mode == "abstractive":
             todo = [doc for doc in docs if doc.text.strip()]
             prompts = [self.build_prompt(doc) for doc in todo]
             answers = self.generator.generate(prompts) if prompts else []
@@ -203,34 +124,24 @@ class Summarizer:
         return docs
 
     def input_sentences(self, doc: Doc) -> List[Span]:
-        return sentences(doc, self.max_sentence_tokens, self.max_input_sentences)
+        return sentences(doc, self.settings.max_sentence_tokens, self.settings.max_input_sentences)
 
     def extract(self, doc: Doc) -> str:
         """The `lead` or `centrality` summary of `doc`."""
-        sents = self.input_sentences(doc)
-        if not sents:
-            return ""
-        if self.mode == "lead":
-            chosen = sents[: self.max_sentences]
-        else:
-            scores = centrality_scores(sentence_vectors(sents))
-            # Highest score first; an earlier sentence wins a tie (news puts the gist first).
-            ranked = sorted(range(len(sents)), key=lambda i: (-round(float(scores[i]), 12), i))
-            chosen = [sents[i] for i in sorted(ranked[: self.max_sentences])]
-        return " ".join(sent.text.strip() for sent in chosen)
+        return extractive_summary(self.input_sentences(doc), self.settings.mode, self.settings.max_sentences)
 
     def truncated_input(self, doc: Doc) -> str:
         """The doc text the abstractive prompt gets (the bound is in the module docstring)."""
-        return truncated_input(self.input_sentences(doc), self.generator.llm.tokenizer, self.max_input_pieces)
+        return truncated_input(self.input_sentences(doc), self.generator.llm.tokenizer, self.settings.max_input_pieces)
 
     def build_prompt(self, doc: Doc) -> str:
         return build_prompt(
             doc,
             self.generator.llm.tokenizer,
-            prompt=self.prompt,
-            max_input_pieces=self.max_input_pieces,
-            max_sentence_tokens=self.max_sentence_tokens,
-            max_input_sentences=self.max_input_sentences,
+            prompt=self.settings.prompt,
+            max_input_pieces=self.settings.max_input_pieces,
+            max_sentence_tokens=self.settings.max_sentence_tokens,
+            max_input_sentences=self.settings.max_input_sentences,
         )
 
 
@@ -256,25 +167,35 @@ def warn_if_adapter_was_trained_otherwise(adapter: str, prompt: str, max_input_p
         )
 
 
-@Language.factory(
-    "fillm_summarizer",
-    assigns=["doc._.summary"],
-    default_config={
-        "mode": "lead",
-        "max_sentences": 3,
-        "max_sentence_tokens": DEFAULT_MAX_SENTENCE_TOKENS,
-        "max_input_sentences": DEFAULT_MAX_INPUT_SENTENCES,
-        "model_name": "gemma3-270m",
-        "adapter": None,
-        "prompt": DEFAULT_PROMPT,
-        "max_input_pieces": DEFAULT_MAX_INPUT_PIECES,
-        "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
-        "chat_format": "auto",
-        "batch_size": 4,
-        "device": None,
-        "dtype": "float32",
-    },
-)
+@dataclass
+class SummarizerSettings:
+    """What `fillm_summarizer` does; the factory's arguments (documented there)."""
+
+    mode: str = "lead"
+    max_sentences: int = 3
+    max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS
+    max_input_sentences: int = DEFAULT_MAX_INPUT_SENTENCES
+    model_name: str = "gemma3-270m"
+    adapter: Optional[str] = None
+    prompt: str = DEFAULT_PROMPT
+    max_input_pieces: int = DEFAULT_MAX_INPUT_PIECES
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    chat_format: str = "auto"
+    batch_size: int = 4
+    device: Optional[str] = None
+    dtype: str = "float32"
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"fillm_summarizer mode must be one of {MODES}, not '{self.mode}'")
+        limits = (self.max_sentences, self.max_sentence_tokens, self.max_input_sentences)
+        if min(*limits, self.max_input_pieces, self.max_new_tokens) < 1:
+            raise ValueError("fillm_summarizer limits (max_*) must be at least 1")
+        if self.mode == "abstractive" and "{text}" not in self.prompt:
+            raise ValueError("The abstractive prompt needs a '{text}' placeholder")
+
+
+@Language.factory("fillm_summarizer", assigns=["doc._.summary"], default_config=asdict(SummarizerSettings()))
 def make_summarizer(
     nlp: Language,
     name: str,
@@ -307,20 +228,5 @@ def make_summarizer(
     device, dtype: where and in what precision the shared base model is loaded ("abstractive");
         device None: wherever the shared model already is, the CPU on first load.
     """
-    return Summarizer(
-        nlp,
-        name,
-        mode=mode,
-        max_sentences=max_sentences,
-        max_sentence_tokens=max_sentence_tokens,
-        max_input_sentences=max_input_sentences,
-        model_name=model_name,
-        adapter=adapter,
-        prompt=prompt,
-        max_input_pieces=max_input_pieces,
-        max_new_tokens=max_new_tokens,
-        chat_format=chat_format,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-    )
+    settings = {key: value for key, value in locals().items() if key not in ("nlp", "name")}
+    return Summarizer(nlp, name, SummarizerSettings(**settings))

@@ -10,8 +10,9 @@ from rouge_score import rouge_scorer
 
 from fillm_spacy.evaluation.rouge import UnicodeWordTokenizer, make_scorer
 from fillm_spacy.evaluation.rouge import main as rouge_main
+from fillm_spacy.llm.headline import clean_headline, sentences
 from fillm_spacy.models.loading import load_base_llm
-from fillm_spacy.pipeline.summarizer import centrality_scores, clean_headline, sentences
+from fillm_spacy.pipeline.extractive import centrality_scores
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
