@@ -65,7 +65,7 @@ def ner_answer(doc) -> str:
 
 def pos_answer(shard) -> str:
     """The UPOS table fillm.POSTagging.v1's parser reads: number, token, tag."""
-    from .tasks import UPOS_DEFINITIONS
+    from .tasks.pos import UPOS_DEFINITIONS
 
     rows = []
     for i, token in enumerate([t for t in shard if not t.is_space], start=1):

@@ -16,7 +16,7 @@ from spacy.tokens import Doc, DocBin, Span
 
 from fillm_spacy.llm.finetune import main as finetune_main
 from fillm_spacy.llm.local_model import ADAPTER_INFO_FILE, fillm_local_llm_v1
-from fillm_spacy.llm.tasks import UPOS_TAGS, USER_DATA_KEY, make_pos_task, parse_pos_table
+from fillm_spacy.llm.tasks.pos import UPOS_TAGS, USER_DATA_KEY, make_pos_task, parse_pos_table
 from fillm_spacy.models.loading import load_base_llm
 
 from ..conftest import sample_docs
@@ -93,7 +93,7 @@ def test_registered_through_entry_points_without_importing_fillm_spacy():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
     ).stdout.split()
     # spacy.blank must not import the torch-heavy model module; the registry finds it on demand.
-    assert out == ["False", "fillm_spacy.llm.local_model", "fillm_spacy.llm.tasks"]
+    assert out == ["False", "fillm_spacy.llm.local_model", "fillm_spacy.llm.tasks.pos.registry"]
 
 
 # --------------------------------------------------------------------------- the model
