@@ -29,8 +29,8 @@ import spacy
 import torch
 from spacy.vectors import Vectors
 
-from ..layers.encoder_batch import docs_to_batch
-from ..layers.llm_encoder_module import LLMEncoderModule
+from ..layers.scalar_mix import ScalarMix
+from ..layers.token_states import doc_token_states
 from ..logs import setup_cli_logging
 from ..models.loading import load_base_llm
 from ..readers.raw_text import first_lines
@@ -51,46 +51,33 @@ def average_llm_states(
     """Sum and count of the mixed LLM state of every lowercased token over `texts`, and the
     spellings each lowercased form was seen in."""
     llm = load_base_llm(model_name)
-    n_layers = llm.config.num_hidden_layers
-    if not layers or not all(0 <= layer <= n_layers for layer in layers):
-        raise ValueError(f"layers must be in 0..{n_layers} (the base model's layers), got {list(layers)}")
-    module = LLMEncoderModule(
-        llm, None, layers, "causal", contextualizer_width=0, width=1, max_batch_pieces=4096
-    ).eval()
-    to_batch = docs_to_batch(llm, window, stride, causal=True, pooling="last")
-    tokenizer = spacy.blank(lang).tokenizer
+    # The encoder's mix at its initial weights: each layer normed, averaged, normed again. The
+    # last piece of a token is the one pooled, so mixing the tokens' states equals mixing the
+    # pieces' and pooling after, as the encoder does.
+    mix = ScalarMix(len(layers), llm.config.hidden_size).eval()
+    docs = spacy.blank(lang).tokenizer.pipe(texts)
     index: Dict[str, int] = {}
     spellings: List[set] = []
     sums: List[np.ndarray] = []
     counts: List[int] = []
-    batch: List[str] = []
-
-    def flush():
-        docs = list(tokenizer.pipe(batch))
-        inputs, _ = to_batch(None, docs, False)
+    states_of_docs = doc_token_states(
+        llm, docs, layers, pooling="last", window=window, stride=stride, batch_size=batch_size
+    )
+    for doc, states in states_of_docs:
         with torch.no_grad():
-            states = module.token_states(*inputs.args).float().numpy()
-        tokens = [token for doc in docs for token in doc]
-        for token, state in zip(tokens, states):
+            mixed = mix(list(torch.from_numpy(states).unbind(dim=1))).numpy() if len(doc) else states[:, 0]
+        for token, state in zip(doc, mixed):
             word = token.lower_
             if word.isspace():
                 continue
             if word not in index:
                 index[word] = len(sums)
-                sums.append(np.zeros((states.shape[1],), dtype="float64"))
+                sums.append(np.zeros((mixed.shape[1],), dtype="float64"))
                 counts.append(0)
                 spellings.append({word, word.title()})
             sums[index[word]] += state
             counts[index[word]] += 1
             spellings[index[word]].add(token.text)
-        batch.clear()
-
-    for text in texts:
-        batch.append(text)
-        if len(batch) >= batch_size:
-            flush()
-    if batch:
-        flush()
     return {
         "words": list(index),
         "spellings": spellings,
