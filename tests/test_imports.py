@@ -30,6 +30,7 @@ RANK = {
     "evaluation": 5,
     "workflow": 5,
     "adapt": 5,  # language adaptation of the base LLM: layers/, models/
+    "finetune": 5,  # generative fine-tuning: llm/, readers/
     "annotate": 6,
     "bench": 7,  # `bench annotate` runs the annotator
 }

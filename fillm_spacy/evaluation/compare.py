@@ -69,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         type=_named,
         action="append",
         default=[],
-        help="NAME=RESULT.json of `fillm_spacy.llm.finetune evaluate --predictions`, repeatable",
+        help="NAME=RESULT.json of `fillm_spacy.finetune evaluate --predictions`, repeatable",
     )
     rep.add_argument(
         "--generative-dir",

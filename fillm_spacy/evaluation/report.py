@@ -26,7 +26,7 @@ from .stats import paired_bootstrap, paired_t_test, per_item_scores
 
 log = logging.getLogger("fillm_spacy.compare")
 
-# The metrics each generative task is scored on (fillm_spacy.llm.finetune evaluate).
+# The metrics each generative task is scored on (fillm_spacy.finetune evaluate).
 GENERATIVE_METRICS = {"pos": ("pos_acc",), "ner": ("ents_p", "ents_r", "ents_f")}
 
 

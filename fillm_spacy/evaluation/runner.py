@@ -71,7 +71,7 @@ def collect_counts(model: str, test_paths: Sequence[Path], gpu_id: int = -1) -> 
 
 
 def load_generative(result_file: Path) -> Dict:
-    """A generative evaluation (`fillm_spacy.llm.finetune evaluate --output --predictions`): its
+    """A generative evaluation (`fillm_spacy.finetune evaluate --output --predictions`): its
     result JSON, the indices of the test docs it covered, and per-doc counts of its predictions."""
     import spacy
     from spacy.tokens import DocBin

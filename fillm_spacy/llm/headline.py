@@ -1,6 +1,6 @@
 """The headline prompt and the cleanup of the model's answer, in one place for the two users that
 must agree on them: the abstractive `fillm_summarizer` (pipeline/summarizer.py), which asks the
-base LLM for a headline, and generative fine-tuning (`python -m fillm_spacy.llm.finetune train
+base LLM for a headline, and generative fine-tuning (`python -m fillm_spacy.finetune train
 --task headline`), which trains an adapter on the very prompts the summarizer will send.
 
 - `sentences`: a doc's sentences, each at most `max_sentence_tokens` tokens (`doc.sents` when a

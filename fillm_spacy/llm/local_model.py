@@ -49,7 +49,7 @@ def load_saved_adapter(llm: BaseLLM, path: str) -> str:
     if not (directory / "adapter_config.json").exists():
         raise FileNotFoundError(
             f"'{directory}' is not a saved LoRA adapter (no adapter_config.json). Train one with "
-            "`python -m fillm_spacy.llm.finetune train ...`."
+            "`python -m fillm_spacy.finetune train ...`."
         )
     info_path = directory / ADAPTER_INFO_FILE
     if info_path.exists():
@@ -359,7 +359,7 @@ def fillm_local_llm_v1(
 
     model_name: `gemma3-270m`, a local Hugging Face directory, or a hub name in the local HF cache
         (e.g. `SeaLLMs/SeaLLM-7B-v2.5`). Shared with every other component naming it.
-    adapter: a directory with a LoRA adapter saved by `fillm_spacy.llm.finetune` (peft
+    adapter: a directory with a LoRA adapter saved by `fillm_spacy.finetune` (peft
         `save_pretrained`), added to the shared base as its own named adapter; None = base model.
     max_new_tokens: longest response, in model pieces.
     batch_size: prompts generated together.

@@ -220,7 +220,7 @@ def make_summarizer(
     max_sentence_tokens: longer sentences are cut into units of this many tokens.
     max_input_sentences: only the doc's first sentences are read.
     model_name, adapter, chat_format: the LLM for "abstractive" (see `fillm.LocalLLM.v1`);
-        the adapter is a directory saved by `python -m fillm_spacy.llm.finetune train --task headline`.
+        the adapter is a directory saved by `python -m fillm_spacy.finetune train --task headline`.
     prompt: the abstractive prompt, with "{text}" where the (truncated) doc text goes.
     max_input_pieces: model pieces of doc text the abstractive prompt may hold.
     max_new_tokens: longest abstractive summary, in model pieces.

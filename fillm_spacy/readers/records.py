@@ -1,5 +1,5 @@
 """Gold records on disk and the held-out ranges taken from them: shared by generative fine-tuning
-(llm.finetune), the compare report and the ROUGE evaluation, so that every tool reads the same
+(finetune/), the compare report and the ROUGE evaluation, so that every tool reads the same
 docs in the same order and a "START:END" range names the same records everywhere."""
 
 from pathlib import Path

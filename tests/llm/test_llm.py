@@ -14,7 +14,7 @@ import srsly
 import torch
 from spacy.tokens import Doc, DocBin, Span
 
-from fillm_spacy.llm.finetune import main as finetune_main
+from fillm_spacy.finetune.cli import main as finetune_main
 from fillm_spacy.llm.local_model import ADAPTER_INFO_FILE, fillm_local_llm_v1
 from fillm_spacy.llm.tasks.pos import UPOS_TAGS, USER_DATA_KEY, make_pos_task, parse_pos_table
 from fillm_spacy.models.loading import load_base_llm
@@ -410,7 +410,7 @@ def adapter_logits(llm, adapter_name, ids):
 
 
 def test_pos_pairs_answer_what_the_prompt_leaves_open():
-    from fillm_spacy.llm.finetune import DEFAULT_TASK_CONFIG, instruction_pairs
+    from fillm_spacy.llm.instructions import DEFAULT_TASK_CONFIG, instruction_pairs
 
     doc = sample_docs(1)[0]
     ((prompt, answer),) = instruction_pairs("pos", DEFAULT_TASK_CONFIG["pos"], [doc])
@@ -584,7 +584,7 @@ def test_finetune_ner_and_evaluate(tiny_gemma_dir, tmp_path):
 
 def test_ner_answers_are_what_ner_v3_parses(tiny_gemma3_dir, monkeypatch, tmp_path):
     """The fine-tuning answer format round-trips through spacy.NER.v3's parser."""
-    from fillm_spacy.llm.finetune import ner_answer
+    from fillm_spacy.llm.instructions import ner_answer
 
     gold = list(DocBin().from_disk(ner_docbin(tmp_path / "ner.spacy")).get_docs(spacy.blank("tl").vocab))
     nlp = ner_nlp(tiny_gemma3_dir)
@@ -597,7 +597,7 @@ def test_ner_answers_are_what_ner_v3_parses(tiny_gemma3_dir, monkeypatch, tmp_pa
 
 
 def test_headline_pairs_are_prompted_as_the_summarizer_prompts(tiny_gemma3_dir):
-    from fillm_spacy.llm.finetune import headline_prompts, instruction_pairs
+    from fillm_spacy.llm.instructions import headline_prompts, instruction_pairs
 
     nlp = spacy.blank("tl")
     component = nlp.add_pipe(
