@@ -15,9 +15,6 @@ import logging
 import random
 import re
 import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -30,10 +27,6 @@ from ..logs import setup_cli_logging
 from ..readers.raw_text import first_lines
 
 log = logging.getLogger("fillm_spacy.data")
-
-# calamanCy v0.2.0's conversion protocol (models/v0.2.0/project.yml, setup-finetuning-data):
-# XPOS+morphology as the tag, multiword tokens merged into one spaCy token, one sentence a doc.
-UD_CONVERT_FLAGS = ("--converter", "conllu", "--morphology", "--merge-subtokens", "--n-sents", "1")
 
 # What `setup` copies out of the offline data folder: source (relative to it) -> destination
 # (relative to assets/). The UD train file is handled separately because of the held-out split.
@@ -226,24 +219,24 @@ def setup_offline_data(shared: Path, assets: Path, ud_heldout_every: int = 10) -
 
 
 def convert_ud(source: Path, dest: Path) -> int:
-    """Convert a CoNLL-U file with `spacy convert` (UD_CONVERT_FLAGS) into the DocBin `dest`.
+    """Convert a CoNLL-U file into the DocBin `dest` with calamanCy v0.2.0's protocol (its
+    project.yml, setup-finetuning-data: XPOS+morphology as the tag, multiword tokens merged into
+    one spaCy token, one sentence a doc), i.e. `spacy convert --converter conllu --morphology
+    --merge-subtokens --n-sents 1`, in process: spaCy's own conllu
+    converter with those settings, the docs written as `spacy convert` writes them (the same
+    bytes)."""
+    from spacy.training.converters import conllu_to_docs
 
-    spacy convert names its output after the input file; running it in a scratch folder and
-    moving the result gives the fixed names that project.yml's commands depend on."""
     if not source.is_file():
         raise FileNotFoundError(source)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "spacy", "convert", str(source), tmp, *UD_CONVERT_FLAGS]
-        log.info("" + " ".join(command[1:]))
-        subprocess.run(command, check=True)
-        outputs = list(Path(tmp).glob("*.spacy"))
-        if len(outputs) != 1:
-            raise RuntimeError(f"spacy convert wrote {outputs}, expected one .spacy file")
-        shutil.move(str(outputs[0]), dest)
-    n_docs = len(DocBin().from_disk(dest))
-    log.info(f"{source} -> {dest}: {n_docs} docs")
-    return n_docs
+    docs = conllu_to_docs(
+        source.read_text(encoding="utf8"), n_sents=1, merge_subtokens=True, append_morphology=True, no_print=True
+    )
+    bin_ = DocBin(docs=docs, store_user_data=True)
+    bin_.to_disk(dest)
+    log.info(f"{source} -> {dest}: {len(bin_)} docs")
+    return len(bin_)
 
 
 def split_ner(source: Path, output_dir: Path, seed: int, ratios: Sequence[float] = NER_SPLIT_RATIOS) -> List[Path]:

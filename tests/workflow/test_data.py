@@ -309,3 +309,18 @@ def test_project_overrides_reach_the_commands():
     assert script.endswith("--components.tok2vec.model.last_layer 3")
     default = next(c for c in load_project_config(PROJECT_DIR)["commands"] if c["name"] == "train-quick")
     assert default["script"][0].endswith("--gpu-id -1 ")  # the empty default adds no argument
+
+
+def test_in_process_conversion_writes_the_bytes_spacy_convert_writes(tmp_path):
+    """calamanCy's protocol is `spacy convert --converter conllu --morphology --merge-subtokens
+    --n-sents 1`; convert_ud runs spaCy's converter in process and must write the same DocBin."""
+    import subprocess
+    import sys
+
+    from fillm_spacy.workflow.data import convert_ud
+
+    command = [sys.executable, "-m", "spacy", "convert", str(SAMPLE_CONLLU), str(tmp_path), "--converter", "conllu"]
+    subprocess.run([*command, "--morphology", "--merge-subtokens", "--n-sents", "1"], check=True, capture_output=True)
+    n_docs = convert_ud(SAMPLE_CONLLU, tmp_path / "in-process.spacy")
+    assert n_docs > 1
+    assert (tmp_path / "in-process.spacy").read_bytes() == (tmp_path / f"{SAMPLE_CONLLU.stem}.spacy").read_bytes()
