@@ -20,97 +20,96 @@ The modules behind it: `runner` (spacy evaluate, predictions, generative runs), 
 `report` (the comparison and its markdown), `published` (calamanCy's published numbers).
 """
 
-import argparse
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
+
+import typer
 
 from ..logs import setup_cli_logging
-from .report import report
-from .runner import evaluate
+from .report import report as write_report
+from .runner import evaluate as run_evaluate
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 
 
-def _named(value: str) -> Tuple[str, str]:
-    if "=" not in value:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {value!r}")
-    name, path = value.split("=", 1)
-    if not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {value!r}")
-    return name, path
+def fail(message: str) -> None:
+    """One line on stderr, exit status 2 (a usage error)."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=2)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def named(values: List[str]) -> List[Tuple[str, str]]:
+    """NAME=PATH values as (name, path) pairs."""
+    pairs = []
+    for value in values:
+        name, _, path = value.partition("=")
+        if not name or not path:
+            fail(f"expected NAME=PATH, got {value!r}")
+        pairs.append((name, path))
+    return pairs
+
+
+def unique(pairs: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        fail(f"duplicate names: {names}")
+    return pairs
+
+
+@app.command()
+def evaluate(
+    pipeline: List[str] = typer.Option(..., help="NAME=PATH of a pipeline, repeatable"),
+    test_dir: Path = typer.Option(..., help="the .spacy test sets"),
+    output_dir: Path = typer.Option(..., help="<output-dir>/<name>/<test>.json are written"),
+    gpu_id: int = typer.Option(-1),
+):
+    """spacy evaluate of every pipeline on every test set."""
+    run_evaluate(unique(named(pipeline)), test_dir, output_dir, gpu_id)
+
+
+@app.command()
+def report(
+    system: List[str] = typer.Option(..., help="NAME=PATH of a system under test, repeatable (each vs each baseline)"),
+    baseline: List[str] = typer.Option(..., help="NAME=PATH, repeatable"),
+    test_dir: Path = typer.Option(...),
+    metrics_dir: Path = typer.Option(..., help="where `evaluate` wrote its JSON"),
+    output: Path = typer.Option(..., help="the markdown table"),
+    json_output: Optional[Path] = typer.Option(None),
+    generative: List[str] = typer.Option(
+        [], help="NAME=RESULT.json of `fillm_spacy.finetune evaluate --predictions`, repeatable"
+    ),
+    generative_dir: Optional[Path] = typer.Option(
+        None, help="every NAME.json with predictions here joins as --generative NAME=... (absent: none)"
+    ),
+    n_resamples: int = typer.Option(10000),
+    seed: int = typer.Option(0),
+    confidence: float = typer.Option(0.95),
+    gpu_id: int = typer.Option(-1),
+):
+    """Markdown table with paired significance tests."""
+    generative_pairs = named(generative)
+    if generative_dir is not None and generative_dir.is_dir():
+        generative_pairs += [(path.stem, str(path)) for path in sorted(generative_dir.glob("*.json"))]
+    systems, baselines = named(system), named(baseline)
+    unique(systems + baselines + generative_pairs)
+    write_report(
+        systems,
+        baselines,
+        test_dir,
+        metrics_dir,
+        output,
+        json_output,
+        generative=generative_pairs,
+        n_resamples=n_resamples,
+        seed=seed,
+        confidence=confidence,
+        gpu_id=gpu_id,
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> None:
     setup_cli_logging()
-    parser = argparse.ArgumentParser(
-        prog="python -m fillm_spacy.evaluation.compare", description=__doc__.split("\n")[0]
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    ev = commands.add_parser("evaluate", help="spacy evaluate of every pipeline on every test set")
-    ev.add_argument("--pipeline", type=_named, action="append", required=True, help="NAME=PATH, repeatable")
-    ev.add_argument("--test-dir", type=Path, required=True)
-    ev.add_argument("--output-dir", type=Path, required=True)
-    ev.add_argument("--gpu-id", type=int, default=-1)
-
-    rep = commands.add_parser("report", help="markdown table with paired significance tests")
-    rep.add_argument(
-        "--system",
-        type=_named,
-        action="append",
-        required=True,
-        help="NAME=PATH of a system under test, repeatable (each is compared with each baseline)",
-    )
-    rep.add_argument("--baseline", type=_named, action="append", required=True, help="NAME=PATH, repeatable")
-    rep.add_argument("--test-dir", type=Path, required=True)
-    rep.add_argument("--metrics-dir", type=Path, required=True, help="where `evaluate` wrote its JSON")
-    rep.add_argument("--output", type=Path, required=True)
-    rep.add_argument("--json-output", type=Path, default=None)
-    rep.add_argument(
-        "--generative",
-        type=_named,
-        action="append",
-        default=[],
-        help="NAME=RESULT.json of `fillm_spacy.finetune evaluate --predictions`, repeatable",
-    )
-    rep.add_argument(
-        "--generative-dir",
-        type=Path,
-        default=None,
-        help="every NAME.json with predictions here joins as --generative NAME=... (absent: none)",
-    )
-    rep.add_argument("--n-resamples", type=int, default=10000)
-    rep.add_argument("--seed", type=int, default=0)
-    rep.add_argument("--confidence", type=float, default=0.95)
-    rep.add_argument("--gpu-id", type=int, default=-1)
-
-    args = parser.parse_args(argv)
-    if args.command == "report" and args.generative_dir is not None and args.generative_dir.is_dir():
-        args.generative += [(path.stem, str(path)) for path in sorted(args.generative_dir.glob("*.json"))]
-    if args.command == "evaluate":
-        names = [name for name, _ in args.pipeline]
-        if len(set(names)) != len(names):
-            parser.error(f"duplicate pipeline names: {names}")
-        evaluate(args.pipeline, args.test_dir, args.output_dir, args.gpu_id)
-    else:
-        names = (
-            [name for name, _ in args.system]
-            + [name for name, _ in args.baseline]
-            + [name for name, _ in args.generative]
-        )
-        if len(set(names)) != len(names):
-            parser.error(f"duplicate system names: {names}")
-        report(
-            args.system,
-            args.baseline,
-            args.test_dir,
-            args.metrics_dir,
-            args.output,
-            args.json_output,
-            generative=args.generative,
-            n_resamples=args.n_resamples,
-            seed=args.seed,
-            confidence=args.confidence,
-            gpu_id=args.gpu_id,
-        )
+    app(args=argv, prog_name="python -m fillm_spacy.evaluation.compare")
 
 
 if __name__ == "__main__":
