@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..logs import setup_cli_logging
+from ..console import fail, setup_cli_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger("fillm_spacy.adapt")
@@ -17,15 +17,10 @@ def layer_list(value: str) -> list:
     try:
         layers = [int(part) for part in value.replace(",", " ").split()]
     except ValueError:
-        raise typer.BadParameter(f"layers are whole numbers like '4 8 12', got {value!r}") from None
+        layers = []
     if not layers:
-        raise typer.BadParameter("name at least one layer")
+        fail(f"--layers takes whole numbers like '4 8 12', got {value!r}")
     return layers
-
-
-def fail(error: Exception) -> None:
-    typer.echo(f"Error: {error}", err=True)
-    raise typer.Exit(code=1)
 
 
 @app.command()
@@ -73,7 +68,7 @@ def train(
         summary = adapt(llm, text, settings)
         save_adapter(llm, summary["adapter_name"], output, {**summary, "raw_text": str(raw_text), "model": model})
     except (OSError, ValueError, FloatingPointError) as error:
-        fail(error)
+        fail(str(error), code=1)
     typer.echo(json.dumps({**summary, "output": str(output)}))
 
 
@@ -109,7 +104,7 @@ def probe(
             seed=seed,
         )
     except (OSError, ValueError) as error:
-        fail(error)
+        fail(str(error), code=1)
     result = {
         "adapter": str(adapter) if adapter else None,
         "attention": attention,

@@ -25,17 +25,11 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from ..logs import setup_cli_logging
+from ..console import fail, setup_cli_logging
 from .report import report as write_report
 from .runner import evaluate as run_evaluate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
-
-
-def fail(message: str) -> None:
-    """One line on stderr, exit status 2 (a usage error)."""
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 def named(values: List[str]) -> List[Tuple[str, str]]:

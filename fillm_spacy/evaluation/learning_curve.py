@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 
 import typer
 
-from ..logs import setup_cli_logging
+from ..console import fail, setup_cli_logging
 from .runner import evaluate
 
 log = logging.getLogger("fillm_spacy.learning_curve")
@@ -139,12 +139,6 @@ def flags(settings: Dict[str, object]) -> List[str]:
 def model_path(point: Point, root: Path) -> Path:
     out = root / "runs" / point.name
     return out / "model" if point.pipeline == "baseline" else out / "model-best"
-
-
-def fail(message: str) -> None:
-    """One line on stderr, exit status 2 (a usage error)."""
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 def parse_sizes(value: str) -> List[Optional[int]]:

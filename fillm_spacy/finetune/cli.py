@@ -3,8 +3,8 @@
 import argparse
 from typing import Any, Dict, Optional, Sequence
 
+from ..console import setup_cli_logging
 from ..llm.instructions import TASKS
-from ..logs import setup_cli_logging
 from .evaluation import evaluate
 from .training import train
 

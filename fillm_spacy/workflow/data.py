@@ -23,7 +23,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.util import get_words_and_spaces
 from spacy.vocab import Vocab
 
-from ..logs import setup_cli_logging
+from ..console import setup_cli_logging
 from ..readers.raw_text import first_lines
 
 log = logging.getLogger("fillm_spacy.data")

@@ -29,9 +29,9 @@ import spacy
 import torch
 from spacy.vectors import Vectors
 
+from ..console import setup_cli_logging
 from ..layers.scalar_mix import ScalarMix
 from ..layers.token_states import doc_token_states
-from ..logs import setup_cli_logging
 from ..models.loading import load_base_llm
 from ..readers.raw_text import first_lines
 

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import spacy
 
-from ..logs import setup_cli_logging
+from ..console import setup_cli_logging
 
 log = logging.getLogger("fillm_spacy.vectors")
 
