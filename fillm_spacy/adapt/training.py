@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..layers.precision import check_precision, inference_dtype
-from ..models.adapters import adapter_parameters, add_lora_adapter, new_adapter_name
+from ..models.adapters import LoraSettings, adapter_parameters, add_lora_adapter, new_adapter_name, set_trainable
 from ..models.loading import BaseLLM
 from .objectives import ATTENTION_OF, OBJECTIVES, VocabularyHead, sequence_loss
 from .text import TextSplit, corpus_vocabulary, pack_sequences
@@ -135,15 +135,10 @@ def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, o
     log.info("held-out %s perplexity of the plain base: %.2f", settings.objective, before)
 
     adapter_name = new_adapter_name("language")
-    add_lora_adapter(
-        llm,
-        adapter_name,
-        r=settings.r,
-        alpha=settings.alpha,
-        dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        layers=list(range(settings.last_layer)),
+    lora = LoraSettings(
+        settings.r, settings.alpha, settings.dropout, tuple(settings.target_modules), tuple(range(settings.last_layer))
     )
+    add_lora_adapter(llm, adapter_name, lora)
     params = [p for _, p in adapter_parameters(llm, adapter_name)]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
     pieces_per_step = settings.batch_size * train_rows.shape[1]
@@ -180,6 +175,7 @@ def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, o
             rate = seen / (time.perf_counter() - train_started)
             log.info("step %d/%d  loss %.3f  %d pieces  %.0f pieces/s", step, steps, np.mean(losses[-25:]), seen, rate)
     train_seconds = time.perf_counter() - train_started
+    set_trainable(llm, adapter_name, False)  # trained: from now on it only runs, like a loaded one
     llm.model.eval()
     after = heldout_perplexity(llm, adapter_name, heldout_rows, settings, head)
     log.info("held-out %s perplexity with the adapter: %.2f (plain base %.2f)", settings.objective, after, before)

@@ -145,8 +145,9 @@ def measure_scale(
 
     from ..layers.biaffine import BiaffineDependencyModel
     from ..layers.encoder_batch import docs_to_batch
+    from ..layers.encoder_settings import BatchSettings, LayerSettings
     from ..layers.llm_encoder_module import LLMEncoderModule
-    from ..models.adapters import add_lora_adapter
+    from ..models.adapters import LoraSettings, add_lora_adapter
     from ..pipeline.parser import MAX_SENTENCE_TOKENS
 
     on_gpu = device.startswith("cuda")
@@ -155,17 +156,18 @@ def measure_scale(
     llm = random_base_llm(preset, load_tokenizer(tokenizer_path, texts), device, dtype)
     n_layers = llm.config.num_hidden_layers
     last_layer = min(last_layer or n_layers, n_layers)
-    adapter = None
+    adapter = lora = None
     if training == "lora":
         adapter = "encoder"
-        add_lora_adapter(
-            llm, adapter, r=16, alpha=32.0, dropout=0.05, target_modules=["q_proj", "v_proj"], layers=range(last_layer)
-        )
+        lora = LoraSettings(16, 32.0, 0.05, ("q_proj", "v_proj"), tuple(range(last_layer)))
+        add_lora_adapter(llm, adapter, lora)
     elif training == "full":
         llm.model.requires_grad_(True)
     else:
         raise ValueError(f"training must be 'lora' or 'full', got {training!r}")
-    encoder = LLMEncoderModule(llm, adapter, [last_layer], "causal", 0, 256, 8192)
+    encoder = LLMEncoderModule(
+        llm, 256, LayerSettings((last_layer,)), batching=BatchSettings(8192), lora=lora, adapter_name=adapter
+    )
     encoder.mix.to(device), encoder.projection.to(device)
     parser = BiaffineDependencyModel(256, N_LABELS, 500, 100, 0.33).to(device)
     convert = docs_to_batch(llm, window=256, stride=192, causal=True, pooling="last")

@@ -28,7 +28,14 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     from transformers import get_linear_schedule_with_warmup
 
     from ..llm.local_model import ADAPTER_INFO_FILE, fillm_local_llm_v1
-    from ..models.adapters import active_adapter, adapter_parameters, add_lora_adapter, new_adapter_name, set_trainable
+    from ..models.adapters import (
+        LoraSettings,
+        active_adapter,
+        adapter_parameters,
+        add_lora_adapter,
+        new_adapter_name,
+        set_trainable,
+    )
     from ..models.loading import load_base_llm
 
     rng = random.Random(args.seed)
@@ -89,14 +96,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     )
 
     adapter_name = new_adapter_name(f"finetune-{args.task}")
-    add_lora_adapter(
-        llm,
-        adapter_name,
-        r=args.lora_r,
-        alpha=args.lora_alpha,
-        dropout=args.lora_dropout,
-        target_modules=args.target_modules.split(","),
-    )
+    lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, tuple(args.target_modules.split(",")))
+    add_lora_adapter(llm, adapter_name, lora)
     params = [p for _, p in adapter_parameters(llm, adapter_name)]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, int(args.max_steps * args.warmup)), args.max_steps)

@@ -16,10 +16,11 @@ from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d
 
-from ..models.adapters import LanguageAdapter, add_lora_adapter, load_language_adapter, new_adapter_name
+from ..models.adapters import LanguageAdapter, LoraSettings, add_lora_adapter, load_language_adapter, new_adapter_name
 from ..models.loading import BaseLLM
 from .encoder_batch import POOLING, docs_to_batch
-from .llm_encoder_module import ATTENTION, BIDIRECTIONAL_MODEL_TYPES, LLMEncoderModule
+from .encoder_settings import BatchSettings, ComputeSettings, ContextualizerSettings, LayerSettings
+from .llm_encoder_module import BIDIRECTIONAL_MODEL_TYPES, LLMEncoderModule
 from .llm_shim import LLMShim
 
 
@@ -68,17 +69,8 @@ def build_llm_encoder(
         )
     if not 0 <= lora_top_layers <= last_layer:
         raise ValueError(f"Need 0 <= lora_top_layers <= last_layer ({last_layer}), got {lora_top_layers}")
-    if contextualizer_depth < 1 or not 0.0 <= contextualizer_dropout < 1.0:
-        raise ValueError(
-            f"Need contextualizer_depth >= 1 and 0 <= contextualizer_dropout < 1, "
-            f"got {contextualizer_depth} and {contextualizer_dropout}"
-        )
-    if prefix_cache_mb < 0:
-        raise ValueError(f"Need prefix_cache_mb >= 0, got {prefix_cache_mb}")
     if pooling not in POOLING:
         raise ValueError(f"pooling must be one of {POOLING}, got {pooling!r}")
-    if attention not in ATTENTION:
-        raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
     if attention == "bidirectional" and llm.config.model_type not in BIDIRECTIONAL_MODEL_TYPES:
         raise ValueError(
             f"attention='bidirectional' is built for {BIDIRECTIONAL_MODEL_TYPES} (their attention-mask "
@@ -100,36 +92,27 @@ def build_llm_encoder(
         if Path(language_adapter).exists():
             language.name, language.meta = load_language_adapter(llm, Path(language_adapter))
             language.check_attention(attention)
-    adapter_name = lora_settings = None
+    layers = LayerSettings(mixed_layer_indices(first_layer, last_layer, layer_stride), attention, final_norm)
+    adapter_name = lora = None
     frozen_prefix = last_layer
     if lora_r > 0 and last_layer > 0:
         # LoRA only on layers that run: the top `lora_top_layers` of them (0: all of them).
         frozen_prefix = last_layer - lora_top_layers if lora_top_layers else 0
-        lora_settings = dict(
-            r=lora_r,
-            alpha=lora_alpha,
-            dropout=lora_dropout,
-            target_modules=list(target_modules),
-            layers=list(range(frozen_prefix, last_layer)),  # 0-based: layer k's output is h_(k+1)
+        # 0-based layers: layer k's output is h_(k+1)
+        lora = LoraSettings(
+            lora_r, lora_alpha, lora_dropout, tuple(target_modules), tuple(range(frozen_prefix, last_layer))
         )
         adapter_name = new_adapter_name("encoder")
-        add_lora_adapter(llm, adapter_name, **lora_settings)
+        add_lora_adapter(llm, adapter_name, lora)
     module = LLMEncoderModule(
         llm,
-        adapter_name,
-        mixed_layer_indices(first_layer, last_layer, layer_stride),
-        attention,
-        contextualizer_width,
         width,
-        max_batch_pieces,
-        contextualizer_depth=contextualizer_depth,
-        contextualizer_dropout=contextualizer_dropout,
-        frozen_prefix=frozen_prefix,
-        prefix_cache_mb=prefix_cache_mb,
-        lora_settings=lora_settings,
-        final_norm=final_norm,
-        precision=precision,
-        compiled=compiled,
+        layers,
+        contextualizer=ContextualizerSettings(contextualizer_width, contextualizer_depth, contextualizer_dropout),
+        batching=BatchSettings(max_batch_pieces, frozen_prefix, prefix_cache_mb),
+        compute=ComputeSettings(precision, compiled),
+        lora=lora,
+        adapter_name=adapter_name,
         language_adapter=language,
     )
     return Model(

@@ -13,20 +13,20 @@ Two things here are about reading the LLM correctly and cheaply:
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from ..models.adapters import AdapterNotFound, LanguageAdapter, active_adapter
+from ..models.adapters import AdapterNotFound, LanguageAdapter, LoraSettings, active_adapter
 from ..models.loading import BaseLLM
 from .bilstm import PackedBiLSTM
 from .compiled import compilation_failed, compiled_forwards, give_up
 from .encoder_batch import EncoderBatch
-from .precision import check_precision, inference_dtype
+from .encoder_settings import BatchSettings, ComputeSettings, ContextualizerSettings, LayerSettings
+from .precision import inference_dtype
 from .scalar_mix import ScalarMix
 
-ATTENTION = ("causal", "bidirectional")
 # The model families whose attention-mask inputs `attention_mask()` knows: one 4-D mask (Gemma 1),
 # or one per attention type (Gemma 3).
 BIDIRECTIONAL_MODEL_TYPES = ("gemma", "gemma3_text", "gemma3")
@@ -60,81 +60,74 @@ class PrefixCache:
 class LLMEncoderModule(torch.nn.Module):
     """The torch side of the encoder. `llm.model` is shared with other components.
 
-    mixed_layers: hidden states mixed (0 = embeddings, k = output of decoder layer k); the
-        decoder runs up to max(mixed_layers) and no further.
-    frozen_prefix: decoder layers 1..frozen_prefix carry no LoRA (their outputs never change);
-        with `prefix_cache_mb` > 0 their outputs are cached per training window.
-    final_norm: the last mixed layer goes through the model's final norm (what Hugging Face's
-        last hidden state is); the others are always their layers' own outputs.
+    width: the output width per token.
+    layers, contextualizer, batching, compute: the settings (layers/encoder_settings.py).
+    lora, adapter_name: the encoder's own LoRA adapter, already on `llm` (None: frozen).
+    language_adapter: a frozen language adapter the LLM runs with (fillm_spacy.adapt).
     """
 
     def __init__(
         self,
         llm: BaseLLM,
-        adapter_name: Optional[str],
-        mixed_layers: Sequence[int],
-        attention: str,
-        contextualizer_width: int,
         width: int,
-        max_batch_pieces: int,
-        contextualizer_depth: int = 1,
-        contextualizer_dropout: float = 0.0,
-        frozen_prefix: int = 0,
-        prefix_cache_mb: int = 0,
-        lora_settings: Optional[dict] = None,
-        final_norm: bool = False,
-        precision: str = "float32",
-        compiled: bool = False,
+        layers: LayerSettings,
+        *,
+        contextualizer: ContextualizerSettings = ContextualizerSettings(),
+        batching: BatchSettings = BatchSettings(),
+        compute: ComputeSettings = ComputeSettings(),
+        lora: Optional[LoraSettings] = None,
+        adapter_name: Optional[str] = None,
         language_adapter: Optional[LanguageAdapter] = None,
     ):
         super().__init__()
-        self.llm = llm
-        self.adapter_name = adapter_name
+        if (lora is None) != (adapter_name is None):
+            raise ValueError("An encoder's LoRA settings and adapter name come together")
         if language_adapter is not None and adapter_name is not None:
             raise ValueError(
                 "An encoder with a language adapter keeps the LLM frozen: set lora_r = 0 (a task LoRA "
                 "on top of a language adapter is not supported)."
             )
+        self.llm = llm
+        self.width = width
+        self.layer_settings = layers
+        self.contextualizer_settings = contextualizer
+        self.batching = batching
+        self.compute = compute
+        self.lora = lora  # how the adapter was made: a copy adds one like it
+        self.adapter_name = adapter_name
         self.language_adapter = language_adapter
-        self.lora_settings = lora_settings  # how the adapter was made: a copy adds one like it
-        self.mixed_layers = sorted(mixed_layers)
-        self.last_layer = self.mixed_layers[-1]
-        self.frozen_prefix = min(frozen_prefix, self.last_layer)
-        self.prefix_cache = PrefixCache(prefix_cache_mb * 2**20)
-        self.attention = attention
-        self.max_batch_pieces = max_batch_pieces
-        self.settings = dict(  # what a copy of this module is built from
-            attention=attention,
-            contextualizer_width=contextualizer_width,
-            width=width,
-            max_batch_pieces=max_batch_pieces,
-            contextualizer_depth=contextualizer_depth,
-            contextualizer_dropout=contextualizer_dropout,
-            frozen_prefix=frozen_prefix,
-            prefix_cache_mb=prefix_cache_mb,
-            final_norm=final_norm,
-            precision=precision,
-            compiled=compiled,
-            language_adapter=language_adapter,
-        )
-        self.final_norm = final_norm
-        check_precision(precision)  # an unknown name fails here, not at the first doc
-        self.precision = precision
+        self.mixed_layers = list(layers.mixed)
+        self.last_layer = layers.last
+        self.frozen_prefix = min(batching.frozen_prefix, self.last_layer)
+        self.prefix_cache = PrefixCache(batching.prefix_cache_mb * 2**20)
+        self.attention = layers.attention
+        self.max_batch_pieces = batching.max_batch_pieces
+        self.final_norm = layers.final_norm
+        self.precision = compute.precision
         # Compiled layers only where the graph cannot miss an adapter switch (see layers/compiled.py).
-        self.compiled = compiled and adapter_name is None and language_adapter is None
+        self.compiled = compute.compiled and adapter_name is None and language_adapter is None
         self.base = llm.model  # a submodule so train()/eval() reach the LoRA dropout
         hidden = llm.config.hidden_size
         self.mix = ScalarMix(len(self.mixed_layers), hidden)
-        if contextualizer_width > 0:
+        if contextualizer.width > 0:
             # A decoder LLM is causal: the BiLSTM gives each token its right context too.
             self.contextualizer = PackedBiLSTM(
-                hidden, contextualizer_width, contextualizer_depth, contextualizer_dropout
+                hidden, contextualizer.width, contextualizer.depth, contextualizer.dropout
             )
-            features = contextualizer_width
+            features = contextualizer.width
         else:
             self.contextualizer = None
             features = hidden
         self.projection = torch.nn.Linear(features, width)
+
+    def settings(self) -> dict:
+        """The keyword arguments a module like this one is built from (its copies)."""
+        return dict(
+            contextualizer=self.contextualizer_settings,
+            batching=self.batching,
+            compute=self.compute,
+            language_adapter=self.language_adapter,
+        )
 
     @property
     def active_adapter_name(self) -> Optional[str]:

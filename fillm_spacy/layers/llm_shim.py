@@ -80,13 +80,18 @@ class LLMShim(PyTorchShim):
         adapter_name = None
         if module.adapter_name is not None:
             adapter_name = new_adapter_name("encoder")
-            add_lora_adapter(module.llm, adapter_name, **module.lora_settings)
+            add_lora_adapter(module.llm, adapter_name, module.lora)
             source = dict(adapter_parameters(module.llm, module.adapter_name))
             with torch.no_grad():
                 for name, param in adapter_parameters(module.llm, adapter_name):
                     param.copy_(source[name.replace(f".{adapter_name}.", f".{module.adapter_name}.")])
         copied = LLMEncoderModule(
-            module.llm, adapter_name, module.mixed_layers, lora_settings=module.lora_settings, **module.settings
+            module.llm,
+            module.width,
+            module.layer_settings,
+            lora=module.lora,
+            adapter_name=adapter_name,
+            **module.settings(),
         )
         copied.load_state_dict(module.own_state(), strict=False)
         copied.train(module.training)

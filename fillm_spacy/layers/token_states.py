@@ -13,8 +13,10 @@ import torch
 from spacy.tokens import Doc
 from spacy.util import minibatch
 
+from ..models.adapters import LanguageAdapter
 from ..models.loading import BaseLLM
 from .encoder_batch import docs_to_batch
+from .encoder_settings import BatchSettings, LayerSettings
 from .llm_encoder_module import LLMEncoderModule
 
 
@@ -42,7 +44,12 @@ def doc_token_states(
         raise ValueError(f"layers must be in 0..{n_layers} (the base model's layers), got {list(layers)}")
     order = sorted(set(layers))
     module = LLMEncoderModule(
-        llm, adapter_name, order, attention, contextualizer_width=0, width=1, max_batch_pieces=max_batch_pieces
+        llm,
+        1,
+        LayerSettings(tuple(order), attention),
+        batching=BatchSettings(max_batch_pieces=max_batch_pieces),
+        # An adapter it runs with is frozen here, as a language adapter is.
+        language_adapter=LanguageAdapter(path="", name=adapter_name) if adapter_name else None,
     ).eval()
     to_batch = docs_to_batch(llm, window, stride, attention == "causal", pooling)
     columns = [order.index(layer) for layer in layers]

@@ -6,7 +6,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Tuple
 
 from .loading import BaseLLM
 
@@ -18,31 +18,30 @@ def new_adapter_name(prefix: str) -> str:
     return f"{prefix}-{next(_adapter_ids)}"
 
 
-def add_lora_adapter(
-    llm: BaseLLM,
-    adapter_name: str,
-    *,
-    r: int,
-    alpha: float,
-    dropout: float,
-    target_modules: List[str],
-    layers: Optional[Sequence[int]] = None,
-    trainable: bool = True,
-) -> None:
-    """Add a LoRA adapter to `llm`; its weights train (unless `trainable` is False), the base
-    weights never do.
+@dataclass(frozen=True)
+class LoraSettings:
+    """A LoRA adapter's shape: rank, scaling, dropout, the projections it adapts, and the
+    decoder layers that get it (0-based, peft's `layers_to_transform`; None: every layer; an
+    encoder that runs 4 of 18 layers puts LoRA on those 4 only)."""
 
-    layers: 0-based indices of the decoder layers that get LoRA (peft's `layers_to_transform`);
-    None: every layer. An encoder that runs 4 of 18 layers puts LoRA on those 4 only.
-    """
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: Tuple[str, ...]
+    layers: Optional[Tuple[int, ...]] = None
+
+
+def add_lora_adapter(llm: BaseLLM, adapter_name: str, settings: LoraSettings, trainable: bool = True) -> None:
+    """Add a LoRA adapter to `llm`; its weights train (unless `trainable` is False), the base
+    weights never do."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=list(target_modules),
-        layers_to_transform=list(layers) if layers is not None else None,
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        layers_to_transform=list(settings.layers) if settings.layers is not None else None,
         bias="none",
     )
     with llm.lock:

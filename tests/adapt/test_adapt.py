@@ -81,6 +81,11 @@ def test_adaptation_lowers_training_loss_and_heldout_perplexity(adapters, object
     ]
 
 
+def test_a_trained_adapter_no_longer_trains(adapters, tiny_gemma3_dir):
+    llm = load_base_llm(str(tiny_gemma3_dir))
+    assert not [name for name, p in llm.model.named_parameters() if p.requires_grad and ".language-" in name]
+
+
 def test_lora_only_on_the_layers_encoders_read(adapters):
     config = json.loads((adapters["clm"][0] / "adapter_config.json").read_text())
     assert config["layers_to_transform"] == [0, 1]  # decoder layers 1..2 of 3

@@ -9,6 +9,7 @@ import spacy
 import torch
 
 from fillm_spacy.layers.encoder_batch import docs_to_batch
+from fillm_spacy.layers.encoder_settings import LayerSettings
 from fillm_spacy.layers.llm_encoder_module import LLMEncoderModule
 from fillm_spacy.models.loading import load_base_llm
 from fillm_spacy.workflow.llm_vectors import build_llm_vectors, main
@@ -33,9 +34,7 @@ def test_each_row_is_the_average_of_the_words_states_one_doc_at_a_time(
     )
     # the same states computed independently: each line alone (no batching), summed per lowercased word
     llm = load_base_llm(str(tiny_gemma3_dir))
-    module = LLMEncoderModule(
-        llm, None, [1, 3], "causal", contextualizer_width=0, width=1, max_batch_pieces=4096
-    ).eval()
+    module = LLMEncoderModule(llm, 1, LayerSettings((1, 3))).eval()
     to_batch = docs_to_batch(llm, 256, 192, causal=True, pooling="last")
     tokenizer = spacy.blank("tl").tokenizer
     states = defaultdict(list)
