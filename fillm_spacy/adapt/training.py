@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from ..layers.precision import check_precision, inference_dtype
-from ..models.adapters import LoraSettings, adapter_parameters, add_lora_adapter, new_adapter_name, set_trainable
+from ..models.adapters import (
+    LoraSettings,
+    adapter_parameters,
+    add_lora_adapter,
+    new_adapter_name,
+    remove_adapter,
+    set_trainable,
+)
 from ..models.loading import BaseLLM
 from .objectives import ATTENTION_OF, OBJECTIVES, VocabularyHead, sequence_loss
 from .text import TextSplit, corpus_vocabulary, pack_sequences
@@ -110,35 +117,10 @@ def heldout_perplexity(
     return math.exp(total / max(count, 1))
 
 
-def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, object]:
-    """Train a new adapter on `llm` (returned as "adapter_name") and measure it: held-out
-    perplexity before and after, pieces seen, wall time."""
+def train_adapter(llm: BaseLLM, adapter_name: str, train_rows: np.ndarray, settings: AdaptSettings, head):
+    """The training loop: (pieces seen, loss per step, seconds)."""
     from transformers import get_linear_schedule_with_warmup
 
-    settings.check(llm)
-    torch.manual_seed(settings.seed)
-    train_rows = pack_sequences(llm.tokenizer, text.train, settings.sequence_length)
-    heldout_rows = pack_sequences(llm.tokenizer, text.heldout, settings.sequence_length)
-    if settings.eval_rows:
-        heldout_rows = heldout_rows[: settings.eval_rows]
-    head = VocabularyHead.build(llm, corpus_vocabulary(train_rows, heldout_rows))
-    log.info(
-        "%d training rows, %d held-out rows of %d pieces; scoring over %d pieces of the %d in the vocabulary",
-        len(train_rows),
-        len(heldout_rows),
-        settings.sequence_length,
-        head.weight.shape[0],
-        head.row_of.shape[0],
-    )
-    started = time.perf_counter()
-    before = heldout_perplexity(llm, None, heldout_rows, settings, head)
-    log.info("held-out %s perplexity of the plain base: %.2f", settings.objective, before)
-
-    adapter_name = new_adapter_name("language")
-    lora = LoraSettings(
-        settings.r, settings.alpha, settings.dropout, tuple(settings.target_modules), tuple(range(settings.last_layer))
-    )
-    add_lora_adapter(llm, adapter_name, lora)
     params = [p for _, p in adapter_parameters(llm, adapter_name)]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
     pieces_per_step = settings.batch_size * train_rows.shape[1]
@@ -174,7 +156,41 @@ def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, o
         if step % 25 == 0 or step == steps:
             rate = seen / (time.perf_counter() - train_started)
             log.info("step %d/%d  loss %.3f  %d pieces  %.0f pieces/s", step, steps, np.mean(losses[-25:]), seen, rate)
-    train_seconds = time.perf_counter() - train_started
+    return seen, losses, time.perf_counter() - train_started
+
+
+def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, object]:
+    """Train a new adapter on `llm` (returned as "adapter_name") and measure it: held-out
+    perplexity before and after, pieces seen, wall time."""
+    settings.check(llm)
+    torch.manual_seed(settings.seed)
+    train_rows = pack_sequences(llm.tokenizer, text.train, settings.sequence_length)
+    heldout_rows = pack_sequences(llm.tokenizer, text.heldout, settings.sequence_length)
+    if settings.eval_rows:
+        heldout_rows = heldout_rows[: settings.eval_rows]
+    head = VocabularyHead.build(llm, corpus_vocabulary(train_rows, heldout_rows))
+    log.info(
+        "%d training rows, %d held-out rows of %d pieces; scoring over %d pieces of the %d in the vocabulary",
+        len(train_rows),
+        len(heldout_rows),
+        settings.sequence_length,
+        head.weight.shape[0],
+        head.row_of.shape[0],
+    )
+    started = time.perf_counter()
+    before = heldout_perplexity(llm, None, heldout_rows, settings, head)
+    log.info("held-out %s perplexity of the plain base: %.2f", settings.objective, before)
+
+    adapter_name = new_adapter_name("language")
+    lora = LoraSettings(
+        settings.r, settings.alpha, settings.dropout, tuple(settings.target_modules), tuple(range(settings.last_layer))
+    )
+    add_lora_adapter(llm, adapter_name, lora)
+    try:
+        seen, losses, train_seconds = train_adapter(llm, adapter_name, train_rows, settings, head)
+    except BaseException:
+        remove_adapter(llm, adapter_name)  # a failed or interrupted training leaves nothing on the shared model
+        raise
     set_trainable(llm, adapter_name, False)  # trained: from now on it only runs, like a loaded one
     llm.model.eval()
     after = heldout_perplexity(llm, adapter_name, heldout_rows, settings, head)
@@ -188,7 +204,7 @@ def adapt(llm: BaseLLM, text: TextSplit, settings: AdaptSettings) -> Dict[str, o
         "heldout_lines": len(text.heldout),
         "heldout_rows": len(heldout_rows),
         "vocabulary": int(head.weight.shape[0]),
-        "steps": steps,
+        "steps": len(losses),
         "pieces_seen": seen,
         "first_loss": round(float(np.mean(losses[:25])), 4),
         "last_loss": round(float(np.mean(losses[-25:])), 4),

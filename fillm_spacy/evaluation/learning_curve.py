@@ -304,6 +304,9 @@ def plot(grouped: Dict, path: Path) -> None:
             high = [max(values) - y for y, (_, values) in zip(ys, points)]
             axis.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=pipeline)
         axis.set_xscale("log")
+        sizes = sorted({size for _, size in grouped})
+        axis.set_xticks(sizes, [str(size) for size in sizes])
+        axis.minorticks_off()
         axis.set_xlabel("training sentences (UD)")
         axis.set_title(label)
         axis.grid(alpha=0.3)

@@ -52,6 +52,15 @@ def add_lora_adapter(llm: BaseLLM, adapter_name: str, settings: LoraSettings, tr
         set_trainable(llm, adapter_name, trainable)
 
 
+def remove_adapter(llm: BaseLLM, adapter_name: str) -> None:
+    """Take an adapter off the shared model (one whose training failed)."""
+    with llm.lock:
+        llm.trainable_adapters.discard(adapter_name)
+        if llm.peft_model is not None and adapter_name in llm.peft_model.peft_config:
+            llm.peft_model.delete_adapter(adapter_name)
+        sync_trainable(llm)
+
+
 def set_trainable(llm: BaseLLM, adapter_name: str, trainable: bool) -> None:
     """Say whether `adapter_name` trains (an encoder's adapter, a generative adapter while it is
     fine-tuned) and apply it to the whole shared model."""

@@ -151,10 +151,17 @@ def test_bad_settings_are_clear(tiny_gemma3_dir, raw_text):
             adapt(llm, text, AdaptSettings(**{**TINY, **bad}))
 
 
-def test_a_diverging_loss_stops_with_advice(tiny_gemma3_dir, raw_text):
+def test_a_diverging_loss_stops_with_advice_and_leaves_nothing_behind(tiny_gemma3_dir, raw_text):
     llm = load_base_llm(str(tiny_gemma3_dir))
+
+    def adapters():
+        return set(llm.peft_model.peft_config) if llm.peft_model is not None else set()
+
+    before = adapters()
     with pytest.raises(FloatingPointError, match="lower --learning-rate"):
         adapt(llm, split_lines(raw_text, 20), AdaptSettings(**{**TINY, "learning_rate": 1e30, "budget_pieces": 2000}))
+    assert adapters() == before  # the failed adapter is off the shared model
+    assert not any(p.requires_grad for p in llm.model.parameters())
 
 
 def test_corrupt_or_missing_adapter_is_one_clear_line(adapters, tiny_gemma3_dir, tmp_path):
