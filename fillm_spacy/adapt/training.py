@@ -57,8 +57,8 @@ class AdaptSettings:
     target_modules: List[str] = field(default_factory=lambda: list(TARGET_MODULES))
     sequence_length: int = 256
     batch_size: int = 4
-    budget_pieces: int = 200_000
-    learning_rate: float = 2e-4
+    budget_pieces: int = 300_000
+    learning_rate: float = 3e-4
     warmup: float = 0.05
     mask_rate: float = 0.2
     precision: str = "float32"
