@@ -30,9 +30,9 @@ ATTENTION_OF = {"clm": "causal", "mntp": "bidirectional"}
 class VocabularyHead:
     """The LM head's rows of the corpus vocabulary and the map from piece id to row."""
 
+    llm: BaseLLM
     weight: torch.Tensor  # (vocabulary, hidden)
     row_of: torch.Tensor  # (model vocabulary,) row of each piece id, -100 where not in the corpus
-    softcap: Optional[float]
 
     @classmethod
     def build(cls, llm: BaseLLM, vocabulary: np.ndarray) -> "VocabularyHead":
@@ -40,14 +40,10 @@ class VocabularyHead:
         ids = torch.as_tensor(vocabulary, dtype=torch.long)
         row_of = torch.full((full.shape[0],), -100, dtype=torch.long)
         row_of[ids] = torch.arange(len(ids))
-        softcap = getattr(llm.config, "final_logit_softcapping", None)
-        return cls(weight=full.detach()[ids].clone(), row_of=row_of, softcap=softcap)
+        return cls(llm=llm, weight=full.detach()[ids].clone(), row_of=row_of)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = hidden @ self.weight.to(hidden.dtype).T
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits.float()
+        return self.llm.capped_logits(hidden @ self.weight.to(hidden.dtype).T).float()
 
 
 def mask_positions(input_ids: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:

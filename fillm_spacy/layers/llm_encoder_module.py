@@ -80,13 +80,9 @@ class LLMEncoderModule(torch.nn.Module):
         language_adapter: Optional[LanguageAdapter] = None,
     ):
         super().__init__()
-        if (lora is None) != (adapter_name is None):
-            raise ValueError("An encoder's LoRA settings and adapter name come together")
-        if language_adapter is not None and adapter_name is not None:
-            raise ValueError(
-                "An encoder with a language adapter keeps the LLM frozen: set lora_r = 0 (a task LoRA "
-                "on top of a language adapter is not supported)."
-            )
+        # The builder refuses a task LoRA beside a language adapter (with the setting to change).
+        if (lora is None) != (adapter_name is None) or (language_adapter is not None and adapter_name is not None):
+            raise ValueError("An encoder runs its own LoRA (settings and name together) or a language adapter")
         self.llm = llm
         self.width = width
         self.layer_settings = layers
@@ -96,16 +92,7 @@ class LLMEncoderModule(torch.nn.Module):
         self.lora = lora  # how the adapter was made: a copy adds one like it
         self.adapter_name = adapter_name
         self.language_adapter = language_adapter
-        self.mixed_layers = list(layers.mixed)
-        self.last_layer = layers.last
-        self.frozen_prefix = min(batching.frozen_prefix, self.last_layer)
         self.prefix_cache = PrefixCache(batching.prefix_cache_mb * 2**20)
-        self.attention = layers.attention
-        self.max_batch_pieces = batching.max_batch_pieces
-        self.final_norm = layers.final_norm
-        self.precision = compute.precision
-        # Compiled layers only where the graph cannot miss an adapter switch (see layers/compiled.py).
-        self.compiled = compute.compiled and adapter_name is None and language_adapter is None
         self.base = llm.model  # a submodule so train()/eval() reach the LoRA dropout
         hidden = llm.config.hidden_size
         self.mix = ScalarMix(len(self.mixed_layers), hidden)
@@ -119,6 +106,40 @@ class LLMEncoderModule(torch.nn.Module):
             self.contextualizer = None
             features = hidden
         self.projection = torch.nn.Linear(features, width)
+
+    # What the settings say, read where the module needs it.
+    @property
+    def mixed_layers(self) -> List[int]:
+        return list(self.layer_settings.mixed)
+
+    @property
+    def last_layer(self) -> int:
+        return self.layer_settings.last
+
+    @property
+    def attention(self) -> str:
+        return self.layer_settings.attention
+
+    @property
+    def final_norm(self) -> bool:
+        return self.layer_settings.final_norm
+
+    @property
+    def frozen_prefix(self) -> int:
+        return min(self.batching.frozen_prefix, self.last_layer)
+
+    @property
+    def max_batch_pieces(self) -> int:
+        return self.batching.max_batch_pieces
+
+    @property
+    def precision(self) -> str:
+        return self.compute.precision
+
+    @property
+    def compiled(self) -> bool:
+        """Compiled layers only where the graph cannot miss an adapter switch (layers/compiled.py)."""
+        return self.compute.compiled and self.adapter_name is None and self.language_adapter is None
 
     def settings(self) -> dict:
         """The keyword arguments a module like this one is built from (its copies)."""

@@ -153,10 +153,7 @@ def answer_loss_sum(llm, input_ids, mask, labels):
     hidden = llm.decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != -100
-    logits = llm.model.get_output_embeddings()(hidden[:, :-1][keep])
-    cap = getattr(llm.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    logits = llm.capped_logits(llm.model.get_output_embeddings()(hidden[:, :-1][keep]))
     loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
     return loss, int(keep.sum())
 

@@ -47,6 +47,12 @@ class BaseLLM:
     def config(self):
         return self.model.config
 
+    def capped_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The LM head's logits as the model finishes them: Gemma 2/3 soft-cap them
+        (config.final_logit_softcapping), others leave them as they are."""
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
     @property
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
