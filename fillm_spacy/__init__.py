@@ -55,11 +55,14 @@ def load(name: str = "tl_fillm_sm", precision: Optional[str] = None, compiled: O
         encoder = (
             load_config(directory / "config.cfg", interpolate=False)["components"].get("tok2vec", {}).get("model", {})
         )
-        if encoder.get("@architectures") == "fillm.LLMEncoder.v1":
-            kwargs["config"] = {
-                **kwargs.get("config", {}),
-                **{f"components.tok2vec.model.{k}": v for k, v in settings.items()},
-            }
+        # v2 keeps them in its `compute` block, v1 flat.
+        block = {
+            "fillm.LLMEncoder.v2": "components.tok2vec.model.compute.",
+            "fillm.LLMEncoder.v1": "components.tok2vec.model.",
+        }
+        prefix = block.get(encoder.get("@architectures"))
+        if prefix is not None:
+            kwargs["config"] = {**kwargs.get("config", {}), **{prefix + k: v for k, v in settings.items()}}
     try:
         return spacy.load(name, **kwargs)
     except ValueError as error:

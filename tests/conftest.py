@@ -18,9 +18,9 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 TL_FILLM_CONFIG = CONFIGS / "tl_fillm_sm.cfg"
 # tl_fillm_lg's mixed layers (4, 8, 12) scaled to the tiny models' three layers.
 TINY_LG_LAYERS = {
-    "components.tok2vec.model.first_layer": 1,
-    "components.tok2vec.model.last_layer": 3,
-    "components.tok2vec.model.layer_stride": 1,
+    "components.tok2vec.model.layers.first": 1,
+    "components.tok2vec.model.layers.last": 3,
+    "components.tok2vec.model.layers.stride": 1,
 }
 
 
@@ -70,12 +70,12 @@ def save_tiny_tl_fillm(model_dir: Path, path: Path, config: Path = TL_FILLM_CONF
     `extra`: more config overrides, e.g. {"training.optimizer.learn_rate.warmup_steps": 1}."""
     overrides = {
         "components.tok2vec.model.model_name": str(model_dir),
-        **(TINY_LG_LAYERS if config.name == "tl_fillm_lg.cfg" else {"components.tok2vec.model.last_layer": 3}),
+        **(TINY_LG_LAYERS if config.name == "tl_fillm_lg.cfg" else {"components.tok2vec.model.layers.last": 3}),
         "components.tok2vec.model.width": 32,
-        "components.tok2vec.model.contextualizer_width": 32,
+        "components.tok2vec.model.contextualizer.width": 32,
         "components.tok2vec.model.features.embed.include_static_vectors": False,  # no vectors here
-        "components.tok2vec.model.window": 64,
-        "components.tok2vec.model.stride": 48,
+        "components.tok2vec.model.batching.window": 64,
+        "components.tok2vec.model.batching.stride": 48,
         "components.parser.model.arc_mlp_width": 32,
         "components.parser.model.label_mlp_width": 16,
         **extra,

@@ -148,7 +148,7 @@ def test_load_with_a_precision_sets_the_encoders_and_leaves_other_pipelines_alon
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     nlp = fillm_spacy.load(str(saved_pipeline), precision="bfloat16")
     assert [m.precision for m in llm_encoder_modules(nlp)] == ["bfloat16"]
-    assert nlp.config["components"]["tok2vec"]["model"]["precision"] == "bfloat16"
+    assert nlp.config["components"]["tok2vec"]["model"]["compute"]["precision"] == "bfloat16"
     texts = tmp_path / "texts.txt"
     texts.write_text("Kumain ang bata ng mangga.\n", encoding="utf8")
     assert measure_pipe(str(saved_pipeline), str(texts), 1, None, 1, False, "auto")["precision"] == "bfloat16"

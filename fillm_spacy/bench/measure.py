@@ -182,11 +182,17 @@ def measure_encoder(model: str, texts_path: str, n_lines: int, last_layer: int, 
     import numpy as np
     import spacy
 
-    from ..layers.llm_encoder import llm_encoder_v1
+    from ..layers.encoder_settings import encoder_contextualizer_v1, encoder_layers_v1, encoder_lora_v1
+    from ..layers.llm_encoder import llm_encoder_v2
 
     nlp = spacy.blank("tl")
     docs = [nlp(t) for t in first_lines(Path(texts_path), n_lines)]
-    encoder = llm_encoder_v1(model_name=model, last_layer=last_layer, lora_r=lora_r, contextualizer_width=0)
+    encoder = llm_encoder_v2(
+        model_name=model,
+        layers=encoder_layers_v1(last=last_layer),
+        lora=encoder_lora_v1(r=lora_r),
+        contextualizer=encoder_contextualizer_v1(width=0),
+    )
     encoder.initialize()
     tokenizer = encoder.shims[0]._model.llm.tokenizer
     n_pieces = sum(len(tokenizer(d.text, add_special_tokens=False)["input_ids"]) for d in docs)

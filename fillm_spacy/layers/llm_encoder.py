@@ -1,5 +1,5 @@
-"""`fillm.LLMEncoder.v1`: the thinc model that turns docs into one vector per spaCy token with a
-LoRA-tuned decoder LLM, and its registered function.
+"""`fillm.LLMEncoder.v2`: the thinc model that turns docs into one vector per spaCy token with a
+decoder LLM, and its registered functions (v1: the same encoder with flat settings).
 
 docs ─► encoder_batch.docs_to_batch ─► LLMShim(LLMEncoderModule) ─► one array per doc.
 
@@ -7,8 +7,9 @@ Only the adapter and the encoder's own small modules train; base weights stay fr
 never serialized: a saved pipeline refers to its base model by name (and fingerprint).
 """
 
+from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 from spacy.tokens import Doc
@@ -18,72 +19,60 @@ from thinc.types import Floats2d
 
 from ..models.adapters import LanguageAdapter, LoraSettings, add_lora_adapter, load_language_adapter, new_adapter_name
 from ..models.loading import BaseLLM
-from .encoder_batch import POOLING, docs_to_batch
-from .encoder_settings import BatchSettings, ComputeSettings, ContextualizerSettings, LayerSettings
+from .encoder_batch import docs_to_batch
+from .encoder_settings import (
+    BatchSettings,
+    ComputeSettings,
+    ContextualizerSettings,
+    LayerSettings,
+    encoder_batching_v1,
+    encoder_compute_v1,
+    encoder_contextualizer_v1,
+    encoder_layers_v1,
+    encoder_lora_v1,
+)
 from .llm_encoder_module import BIDIRECTIONAL_MODEL_TYPES, LLMEncoderModule
 from .llm_shim import LLMShim
-
-
-def mixed_layer_indices(first_layer: int, last_layer: int, layer_stride: int) -> List[int]:
-    """first_layer, first_layer + layer_stride, ..., last_layer."""
-    return list(range(first_layer, last_layer + 1, layer_stride))
 
 
 def build_llm_encoder(
     llm: BaseLLM,
     *,
     width: int,
-    lora_r: int,
-    lora_alpha: float,
-    lora_dropout: float,
-    target_modules: Sequence[str],
-    lora_top_layers: int,
-    first_layer: int,
-    last_layer: int,
-    layer_stride: int,
-    attention: str,
-    pooling: str,
-    contextualizer_width: int,
-    window: int,
-    stride: int,
-    max_batch_pieces: int,
-    contextualizer_depth: int,
-    contextualizer_dropout: float,
-    prefix_cache_mb: int,
-    final_norm: bool,
-    precision: str = "float32",
-    compiled: bool = False,
+    layers: LayerSettings,
+    lora: Optional[LoraSettings] = None,
+    contextualizer: ContextualizerSettings = ContextualizerSettings(),
+    batching: BatchSettings = BatchSettings(),
+    compute: ComputeSettings = ComputeSettings(),
     language_adapter: str = "",
 ) -> Model[List[Doc], List[Floats2d]]:
-    """The thinc model wrapping `LLMEncoderModule` (validated arguments, see the registry)."""
+    """The thinc model wrapping `LLMEncoderModule`, its settings checked against the base model
+    (what each setting means: `llm_encoder_v2` and layers/encoder_settings.py). A contextualizer
+    that reads features is not built here (it runs after them: `llm_encoder_v2`)."""
     n_layers = llm.config.num_hidden_layers
-    if not 0 <= first_layer <= last_layer <= n_layers:
+    last_layer = layers.last
+    if last_layer > n_layers:
         raise ValueError(
-            f"Need 0 <= first_layer <= last_layer <= {n_layers} (the base model's layers), "
-            f"got first_layer={first_layer}, last_layer={last_layer}"
+            f"The encoder reads layers up to {last_layer} but the base model has {n_layers}: "
+            f"set the layers' `last` to at most {n_layers}"
         )
-    if layer_stride < 1 or (last_layer - first_layer) % layer_stride:
-        raise ValueError(
-            f"Need layer_stride >= 1 dividing last_layer - first_layer, got layer_stride={layer_stride} "
-            f"for layers {first_layer}..{last_layer}"
-        )
-    if not 0 <= lora_top_layers <= last_layer:
-        raise ValueError(f"Need 0 <= lora_top_layers <= last_layer ({last_layer}), got {lora_top_layers}")
-    if pooling not in POOLING:
-        raise ValueError(f"pooling must be one of {POOLING}, got {pooling!r}")
-    if attention == "bidirectional" and llm.config.model_type not in BIDIRECTIONAL_MODEL_TYPES:
+    if lora is not None and lora.r == 0:
+        lora = None
+    if lora is not None and not 0 <= lora.top_layers <= last_layer:
+        raise ValueError(f"Need 0 <= LoRA top_layers <= the last layer ({last_layer}), got {lora.top_layers}")
+    if layers.attention == "bidirectional" and llm.config.model_type not in BIDIRECTIONAL_MODEL_TYPES:
         raise ValueError(
             f"attention='bidirectional' is built for {BIDIRECTIONAL_MODEL_TYPES} (their attention-mask "
             f"inputs), not for model_type {llm.config.model_type!r}: use attention='causal'"
         )
-    max_window = getattr(llm.config, "max_position_embeddings", window + 1) - 1
-    if window > max_window:
-        raise ValueError(f"window={window} is longer than the base model's context ({max_window} pieces)")
+    max_window = getattr(llm.config, "max_position_embeddings", batching.window + 1) - 1
+    if batching.window > max_window:
+        raise ValueError(f"window={batching.window} is longer than the base model's context ({max_window} pieces)")
     language = None
     if language_adapter:
-        if lora_r > 0:
+        if lora is not None:
             raise ValueError(
-                "An encoder with a language adapter keeps the LLM frozen: set lora_r = 0 (a task LoRA "
+                "An encoder with a language adapter keeps the LLM frozen: set the LoRA r = 0 (a task LoRA "
                 "on top of a language adapter is not supported)."
             )
         language = LanguageAdapter(str(language_adapter))
@@ -91,26 +80,25 @@ def build_llm_encoder(
         # saved weights supply the adapter (LLMShim.from_bytes).
         if Path(language_adapter).exists():
             language.name, language.meta = load_language_adapter(llm, Path(language_adapter))
-            language.check_attention(attention)
-    layers = LayerSettings(mixed_layer_indices(first_layer, last_layer, layer_stride), attention, final_norm)
-    adapter_name = lora = None
+            language.check_attention(layers.attention)
+    adapter_name = None
     frozen_prefix = last_layer
-    if lora_r > 0 and last_layer > 0:
-        # LoRA only on layers that run: the top `lora_top_layers` of them (0: all of them).
-        frozen_prefix = last_layer - lora_top_layers if lora_top_layers else 0
+    if lora is not None and last_layer > 0:
+        # LoRA only on layers that run: the top `top_layers` of them (0: all of them).
+        frozen_prefix = last_layer - lora.top_layers if lora.top_layers else 0
         # 0-based layers: layer k's output is h_(k+1)
-        lora = LoraSettings(
-            lora_r, lora_alpha, lora_dropout, tuple(target_modules), tuple(range(frozen_prefix, last_layer))
-        )
+        lora = replace(lora, layers=tuple(range(frozen_prefix, last_layer)))
         adapter_name = new_adapter_name("encoder")
         add_lora_adapter(llm, adapter_name, lora)
+    else:
+        lora = None
     module = LLMEncoderModule(
         llm,
         width,
         layers,
-        contextualizer=ContextualizerSettings(contextualizer_width, contextualizer_depth, contextualizer_dropout),
-        batching=BatchSettings(max_batch_pieces, frozen_prefix, prefix_cache_mb),
-        compute=ComputeSettings(precision, compiled),
+        contextualizer=contextualizer,
+        batching=replace(batching, frozen_prefix=frozen_prefix),
+        compute=compute,
         lora=lora,
         adapter_name=adapter_name,
         language_adapter=language,
@@ -119,7 +107,9 @@ def build_llm_encoder(
         "llm_encoder",
         pytorch_forward,
         attrs={
-            "convert_inputs": docs_to_batch(llm, window, stride, attention == "causal", pooling),
+            "convert_inputs": docs_to_batch(
+                llm, batching.window, batching.stride, layers.attention == "causal", layers.pooling
+            ),
             "convert_outputs": tokens_to_arrays,
         },
         shims=[LLMShim(module)],
@@ -140,13 +130,84 @@ def tokens_to_arrays(model: Model, inputs_outputs, is_train: bool):
     return arrays, backprop
 
 
+def llm_encoder_v2(
+    model_name: str = "gemma3-270m",
+    width: int = 256,
+    layers: Optional[LayerSettings] = None,
+    lora: Optional[LoraSettings] = None,
+    contextualizer: Optional[ContextualizerSettings] = None,
+    batching: Optional[BatchSettings] = None,
+    compute: Optional[ComputeSettings] = None,
+    language_adapter: str = "",
+    features: Optional[Model[List[Doc], List[Floats2d]]] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """`fillm.LLMEncoder.v2`: token vectors from a decoder LLM (frozen, LoRA-tuned or run with a
+    Tagalog adapter), for spaCy's tok2vec. Each group of settings is a config block
+    (layers/encoder_settings.py); a block left out (None) has its function's defaults:
+
+    model_name: an alias (`gemma3-270m`), a local Hugging Face directory, or a hub name
+        already in the local Hugging Face cache (e.g. `SeaLLMs/SeaLLM-7B-v2.5`).
+    width: output width per token (what listeners read).
+    layers (`fillm.EncoderLayers.v1`): which hidden states are mixed, attention, pooling, final norm.
+    lora (`fillm.EncoderLora.v1`): the encoder's own LoRA adapter (r = 0: the LLM stays frozen).
+    contextualizer (`fillm.EncoderContextualizer.v1`): a BiLSTM over the token vectors.
+    batching (`fillm.EncoderBatching.v1`): windows, batch size in pieces, the training cache.
+    compute (`fillm.EncoderCompute.v1`): weight dtype, inference precision, torch.compile.
+    language_adapter: "" or a directory written by `python -m fillm_spacy.adapt train`: the LLM
+        runs with that Tagalog adapter, frozen (lora r must be 0; attention as the adapter was
+        trained). The adapter's weights are saved inside the pipeline, so a trained pipeline
+        loads where the directory does not exist.
+    features: optional extra token features (e.g. spaCy's MultiHashEmbed + MaxoutWindowEncoder)
+        concatenated with the LLM features: Tagalog affixes and reduplication live in characters.
+    """
+    from thinc.api import Maxout, chain, concatenate, noop, with_array
+
+    from ..models.loading import load_base_llm
+    from .bilstm import packed_bilstm
+
+    layers = layers or encoder_layers_v1()
+    lora = lora or encoder_lora_v1()
+    contextualizer = contextualizer or encoder_contextualizer_v1()
+    batching = batching or encoder_batching_v1()
+    compute = compute or encoder_compute_v1()
+    if contextualizer.reads_features and (features is None or contextualizer.width <= 0):
+        raise ValueError("A contextualizer with reads_features = true needs `features` and a width > 0")
+    llm = load_base_llm(model_name, dtype=compute.dtype)
+    bilstm = None
+    skip = contextualizer.skip
+    if contextualizer.reads_features:  # the BiLSTM moves out of the torch module, after the concatenation
+        n_features = features.get_dim("nO")
+        bilstm = packed_bilstm(contextualizer.width, width + n_features, contextualizer.depth, contextualizer.dropout)
+        contextualizer = ContextualizerSettings()
+    encoder = build_llm_encoder(
+        llm,
+        width=width,
+        layers=layers,
+        lora=lora,
+        contextualizer=contextualizer,
+        batching=batching,
+        compute=compute,
+        language_adapter=language_adapter,
+    )
+    if features is None:
+        return encoder
+    mixer = with_array(Maxout(nO=width, nP=3, normalize=True, dropout=0.0))
+    if bilstm is not None:
+        contextual = concatenate(bilstm, noop()) if skip else bilstm
+        combined = chain(concatenate(encoder, features), contextual, mixer)
+    else:
+        combined = chain(concatenate(encoder, features), mixer)
+    combined.set_dim("nO", width)
+    return combined
+
+
 def llm_encoder_v1(
     model_name: str = "gemma3-270m",
     width: int = 256,
     lora_r: int = 16,
     lora_alpha: float = 32.0,
     lora_dropout: float = 0.05,
-    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+    target_modules: List[str] = ["q_proj", "v_proj"],  # noqa: B006 (confection reads the default)
     lora_top_layers: int = 0,
     first_layer: int = 1,
     last_layer: int = 4,
@@ -169,102 +230,25 @@ def llm_encoder_v1(
     features_into_contextualizer: bool = False,
     contextualizer_skip: bool = False,
 ) -> Model[List[Doc], List[Floats2d]]:
-    """`fillm.LLMEncoder.v1`: token vectors from a LoRA-tuned causal LM, for spaCy's tok2vec.
-
-    model_name: an alias (`gemma3-270m`), a local Hugging Face directory, or a hub name
-        already in the local Hugging Face cache (e.g. `SeaLLMs/SeaLLM-7B-v2.5`).
-    width: output width per token (what listeners read).
-    lora_r, lora_alpha, lora_dropout, target_modules: the LoRA adapter; lora_r = 0 keeps the LLM frozen.
-    lora_top_layers: LoRA on the top N of the layers that run (0: on all of them). The layers
-        below carry no LoRA, so their outputs can be cached in training (prefix_cache_mb).
-    first_layer, last_layer, layer_stride: the hidden states mixed are first_layer,
-        first_layer + layer_stride, ..., last_layer (0 = embeddings, k = decoder layer k's own
-        output, without the model's final norm); layers after last_layer never run.
-    attention: "causal" (as pre-trained) or "bidirectional" (every piece sees the whole window;
-        needs LoRA to adapt).
-    pooling: how a token's pieces become one vector: "first", "mean" or "last" (for a causal
-        model the last piece has seen the whole word).
-    contextualizer_width: width of a BiLSTM over token vectors (0 = none): right context for a causal LLM.
-    contextualizer_depth, contextualizer_dropout: BiLSTM layers, and dropout between them
-        (Dozat & Manning 2017 use 3 layers and 0.33).
-    window, stride: documents longer than `window` pieces run in overlapping windows `stride` apart.
-    max_batch_pieces: padded pieces per forward pass (memory bound).
-    prefix_cache_mb: in training, keep the outputs of the layers without LoRA for each training
-        window, up to this many MB (0 = off): later epochs run only the layers above them.
-        Inference never caches.
-    final_norm: pass the last mixed layer through the model's final norm (Hugging Face's last
-        hidden state; a norm trained for the top layer's output). Off: every mixed state is its
-        layer's own output (docs/experiments.md, 'The final norm on the last layer').
-    dtype: torch dtype of the base weights ("float32" on CPU; "bfloat16" for 7B models on GPU).
-    precision: what the LLM layers compute in at inference (training always uses `dtype`):
-        "float32", "bfloat16" (autocast; falls back to float32 with one log line where the
-        device has no fast bfloat16), or "auto" (bfloat16 exactly where it is fast: CPUs with
-        AVX512-BF16 or AMX, GPUs that support it). See layers/precision.py.
-    compiled: at inference, run the LLM layers torch.compile'd (the first documents pay the
-        compilation; frozen encoders only; falls back with one log line). See layers/compiled.py.
-    language_adapter: "" or a directory written by `python -m fillm_spacy.adapt train`: the LLM
-        runs with that Tagalog adapter, frozen (lora_r must be 0; attention as the adapter was
-        trained). The adapter's weights are saved inside the pipeline, so a trained pipeline
-        loads where the directory does not exist.
-    features: optional extra token features (e.g. spaCy's MultiHashEmbed + MaxoutWindowEncoder)
-        concatenated with the LLM features: Tagalog affixes and reduplication live in characters.
-    features_into_contextualizer: False: the BiLSTM reads the LLM states and `features` join its
-        output; True: the BiLSTM reads both, LLM states (projected to `width`) and `features`
-        (Dozat & Manning 2017 feed word and character features into their BiLSTM).
-    contextualizer_skip: with features_into_contextualizer, the BiLSTM's input also goes around
-        it, concatenated with its output: every head then reads the character features directly,
-        as without features_into_contextualizer (a remedy tried for lemmas; the lemmatizer's own
-        features serve them better: docs/experiments.md, 'What the lemmatizer needs').
-    """
-    from thinc.api import Maxout, chain, concatenate, noop, with_array
-
-    from ..models.loading import load_base_llm
-    from .bilstm import packed_bilstm
-
-    if features_into_contextualizer and (features is None or contextualizer_width <= 0):
-        raise ValueError("features_into_contextualizer needs `features` and contextualizer_width > 0")
-    if contextualizer_skip and not features_into_contextualizer:
-        raise ValueError(
-            "contextualizer_skip is for features_into_contextualizer = true (without it the features already skip the BiLSTM)"
-        )
-    llm = load_base_llm(model_name, dtype=dtype)
-    bilstm = None
-    if features_into_contextualizer:  # the BiLSTM moves out of the torch module, after the concatenation
-        n_features = features.get_dim("nO")
-        bilstm = packed_bilstm(contextualizer_width, width + n_features, contextualizer_depth, contextualizer_dropout)
-        contextualizer_width = 0
-    encoder = build_llm_encoder(
-        llm,
+    """`fillm.LLMEncoder.v1`: the same encoder as v2 with its settings flat, as pipelines saved
+    before v2 have them (they load and run as trained). Each setting is v2's of the same
+    meaning: lora_* → `lora`, first_layer/last_layer/layer_stride/attention/pooling/final_norm →
+    `layers`, contextualizer_*/features_into_contextualizer → `contextualizer`, window/stride/
+    max_batch_pieces/prefix_cache_mb → `batching`, dtype/precision/compiled → `compute`."""
+    return llm_encoder_v2(
+        model_name=model_name,
         width=width,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=target_modules,
-        lora_top_layers=lora_top_layers,
-        first_layer=first_layer,
-        last_layer=last_layer,
-        layer_stride=layer_stride,
-        attention=attention,
-        pooling=pooling,
-        contextualizer_width=contextualizer_width,
-        contextualizer_depth=contextualizer_depth,
-        contextualizer_dropout=contextualizer_dropout,
-        window=window,
-        stride=stride,
-        max_batch_pieces=max_batch_pieces,
-        prefix_cache_mb=prefix_cache_mb,
-        final_norm=final_norm,
-        precision=precision,
-        compiled=compiled,
+        layers=encoder_layers_v1(first_layer, last_layer, layer_stride, attention, pooling, final_norm),
+        lora=encoder_lora_v1(lora_r, lora_alpha, lora_dropout, target_modules, lora_top_layers),
+        contextualizer=encoder_contextualizer_v1(
+            contextualizer_width,
+            contextualizer_depth,
+            contextualizer_dropout,
+            features_into_contextualizer,
+            contextualizer_skip,
+        ),
+        batching=encoder_batching_v1(window, stride, max_batch_pieces, prefix_cache_mb),
+        compute=encoder_compute_v1(precision, compiled, dtype),
         language_adapter=language_adapter,
+        features=features,
     )
-    if features is None:
-        return encoder
-    mixer = with_array(Maxout(nO=width, nP=3, normalize=True, dropout=0.0))
-    if bilstm is not None:
-        contextual = concatenate(bilstm, noop()) if contextualizer_skip else bilstm
-        combined = chain(concatenate(encoder, features), contextual, mixer)
-    else:
-        combined = chain(concatenate(encoder, features), mixer)
-    combined.set_dim("nO", width)
-    return combined

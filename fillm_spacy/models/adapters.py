@@ -22,13 +22,18 @@ def new_adapter_name(prefix: str) -> str:
 class LoraSettings:
     """A LoRA adapter's shape: rank, scaling, dropout, the projections it adapts, and the
     decoder layers that get it (0-based, peft's `layers_to_transform`; None: every layer; an
-    encoder that runs 4 of 18 layers puts LoRA on those 4 only)."""
+    encoder that runs 4 of 18 layers puts LoRA on those 4 only).
+
+    top_layers: as an encoder's setting, LoRA on the top N of the layers it runs (0: all of
+        them); the encoder's builder turns it into `layers`.
+    """
 
     r: int
     alpha: float
     dropout: float
     target_modules: Tuple[str, ...]
     layers: Optional[Tuple[int, ...]] = None
+    top_layers: int = 0
 
 
 def add_lora_adapter(llm: BaseLLM, adapter_name: str, settings: LoraSettings, trainable: bool = True) -> None:
@@ -229,5 +234,5 @@ class LanguageAdapter:
         if trained != attention:
             raise ValueError(
                 f"Language adapter '{self.path}' was trained with {trained} attention (objective "
-                f'{self.meta.get("objective")}): set the encoder\'s attention = "{trained}".'
+                f'{self.meta.get("objective")}): set the encoder\'s layers.attention = "{trained}".'
             )

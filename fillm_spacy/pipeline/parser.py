@@ -3,7 +3,7 @@
 It chooses the sentences (the doc's sentence starts, from a `senter` before it; a doc without
 any is one sentence; stretches over MAX_SENTENCE_TOKENS are cut), has `fillm.BiaffineParser.v1`
 score every arc and label of them through a `spacy.Tok2VecListener.v1` (normally the `tok2vec`
-component running `fillm.LLMEncoder.v1`), trains on the loss computed in torch from those scores,
+component running `fillm.LLMEncoder.v2`), trains on the loss computed in torch from those scores,
 and decodes one maximum spanning tree per sentence (pipeline/mst.py): only the arc scores leave
 the model's device.
 """

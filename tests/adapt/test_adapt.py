@@ -263,7 +263,7 @@ def test_pipeline_carries_its_language_adapter(adapters, tiny_gemma3_dir, tmp_pa
 
 
 def test_encoder_refuses_a_mismatched_language_adapter(adapters, tiny_gemma3_dir, tmp_path):
-    with pytest.raises(ValueError, match='attention = "bidirectional"'):
+    with pytest.raises(ValueError, match='layers.attention = "bidirectional"'):
         save_tiny_tl_fillm(
             tiny_gemma3_dir,
             tmp_path / "p1",
@@ -271,7 +271,7 @@ def test_encoder_refuses_a_mismatched_language_adapter(adapters, tiny_gemma3_dir
             steps=0,
             **{"components.tok2vec.model.language_adapter": str(adapters["mntp"][0])},
         )
-    with pytest.raises(ValueError, match="lora_r = 0"):
+    with pytest.raises(ValueError, match="LoRA r = 0"):
         save_tiny_tl_fillm(
             tiny_gemma3_dir,
             tmp_path / "p2",
@@ -279,6 +279,6 @@ def test_encoder_refuses_a_mismatched_language_adapter(adapters, tiny_gemma3_dir
             steps=0,
             **{
                 "components.tok2vec.model.language_adapter": str(adapters["clm"][0]),
-                "components.tok2vec.model.lora_r": 4,
+                "components.tok2vec.model.lora.r": 4,
             },
         )

@@ -79,7 +79,7 @@ def test_bench_train_times_spacy_updates_of_the_real_config(tiny_gemma3_dir, tmp
     DocBin(docs=sample_docs(20)).to_disk(tmp_path / "train.spacy")
     overrides = {
         "components.tok2vec.model.model_name": str(tiny_gemma3_dir),
-        "components.tok2vec.model.last_layer": 3,
+        "components.tok2vec.model.layers.last": 3,
         "components.tok2vec.model.features.embed.include_static_vectors": False,  # no vectors here
         "paths.ner_train": str(DATA / "wikiann-sample.spacy"),
         "paths.ner_dev": str(DATA / "wikiann-sample.spacy"),

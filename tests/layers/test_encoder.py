@@ -136,15 +136,15 @@ def test_pooling_options(tiny_gemma3_dir, nlp, pooling):
 
 
 def test_bad_arguments_are_clear(tiny_gemma3_dir):
-    with pytest.raises(ValueError, match="last_layer"):
+    with pytest.raises(ValueError, match=r"layers' `last` to at most 3"):
         make_encoder(tiny_gemma3_dir, last_layer=99)
     with pytest.raises(ValueError, match="pooling"):
         make_encoder(tiny_gemma3_dir, pooling="max")
     with pytest.raises(ValueError, match="attention"):
         make_encoder(tiny_gemma3_dir, attention="sideways")
-    with pytest.raises(ValueError, match="contextualizer_depth"):
+    with pytest.raises(ValueError, match="depth >= 1"):
         make_encoder(tiny_gemma3_dir, contextualizer_width=16, contextualizer_depth=0)
-    with pytest.raises(ValueError, match="contextualizer_dropout"):
+    with pytest.raises(ValueError, match="dropout < 1"):
         make_encoder(tiny_gemma3_dir, contextualizer_width=16, contextualizer_depth=2, contextualizer_dropout=1.0)
 
 
@@ -170,13 +170,25 @@ pipeline = ["tok2vec", "tagger", "morphologizer"]
 factory = "tok2vec"
 
 [components.tok2vec.model]
-@architectures = "fillm.LLMEncoder.v1"
+@architectures = "fillm.LLMEncoder.v2"
 model_name = "{model_dir}"
 width = 32
-lora_r = 4
-first_layer = 1
-last_layer = 3
-contextualizer_width = 32
+
+[components.tok2vec.model.layers]
+@misc = "fillm.EncoderLayers.v1"
+first = 1
+last = 3
+
+[components.tok2vec.model.lora]
+@misc = "fillm.EncoderLora.v1"
+r = 4
+
+[components.tok2vec.model.contextualizer]
+@misc = "fillm.EncoderContextualizer.v1"
+width = 32
+
+[components.tok2vec.model.batching]
+@misc = "fillm.EncoderBatching.v1"
 window = 64
 stride = 48
 
@@ -219,6 +231,18 @@ factory = "morphologizer"
 width = 32
 upstream = "tok2vec"
 """
+
+
+FLAT_V1_ENCODER = {
+    "@architectures": "fillm.LLMEncoder.v1",
+    "width": 32,
+    "lora_r": 4,
+    "first_layer": 1,
+    "last_layer": 3,
+    "contextualizer_width": 32,
+    "window": 64,
+    "stride": 48,
+}
 
 
 def tagger_pipeline(model_dir):
@@ -267,6 +291,32 @@ def test_save_and_load_round_trip_is_identical(trained_tagger, tmp_path):
     assert saved < 5_000_000
 
 
+def test_a_pipeline_saved_with_the_flat_v1_settings_loads_as_trained(trained_tagger, tmp_path):
+    """Pipelines saved before the config blocks (fillm.LLMEncoder.v1, flat settings) build the
+    same model: their weights load and they annotate as before."""
+    nlp, examples, _, _ = trained_tagger
+    nlp.to_disk(tmp_path / "pipeline")
+    config = spacy.util.load_config(tmp_path / "pipeline" / "config.cfg", interpolate=False)
+    encoder = config["components"]["tok2vec"]["model"]
+    flat = {**FLAT_V1_ENCODER, "model_name": encoder["model_name"], "features": encoder["features"]}
+    config["components"]["tok2vec"]["model"] = flat
+    config.to_disk(tmp_path / "pipeline" / "config.cfg")
+    reloaded = spacy.load(tmp_path / "pipeline")
+    assert reloaded.config["components"]["tok2vec"]["model"]["@architectures"] == "fillm.LLMEncoder.v1"
+    texts = [eg.reference.text for eg in examples[:5]]
+    for b, a in zip(nlp.pipe(texts), reloaded.pipe(texts)):
+        assert [t.pos_ for t in b] == [t.pos_ for t in a]
+        np.testing.assert_allclose(b.tensor, a.tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_config_blocks_check_their_values_in_one_line(tiny_gemma3_dir):
+    config = spacy.util.load_config_from_str(TAGGER_CONFIG.replace("{model_dir}", str(tiny_gemma3_dir)))
+    config["components"]["tok2vec"]["model"]["layers"]["stride"] = 2  # 1..3 in steps of 2 is fine
+    config["components"]["tok2vec"]["model"]["batching"]["stride"] = 99  # longer than the window
+    with pytest.raises(ValueError, match=r"Need 0 < stride <= window, got stride=99, window=64"):
+        spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+
+
 def test_corrupt_adapter_file_is_a_clear_error(trained_tagger, tmp_path):
     nlp, _, _, _ = trained_tagger
     nlp.to_disk(tmp_path / "pipeline")
@@ -286,10 +336,15 @@ def test_adapter_from_another_base_model_is_refused(trained_tagger, tiny_gemma_d
         )
 
 
-def test_architecture_is_registered_through_entry_points():
-    code = "import spacy; f = spacy.registry.architectures.get('fillm.LLMEncoder.v1'); print(f.__module__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "fillm_spacy.layers.llm_encoder"
+def test_architecture_and_its_blocks_are_registered_through_entry_points():
+    code = (
+        "import spacy; r = spacy.registry; "
+        "print(r.architectures.get('fillm.LLMEncoder.v2').__module__, r.architectures.get('fillm.LLMEncoder.v1').__module__, "
+        "*[r.misc.get(f'fillm.Encoder{b}.v1').__module__ for b in ('Layers', 'Lora', 'Contextualizer', 'Batching', 'Compute')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["fillm_spacy.layers.llm_encoder"] * 2
+    assert out[2:] == ["fillm_spacy.layers.encoder_settings"] * 5
 
 
 # --- what the encoder reads from the LLM -------------------------------------------------------
@@ -362,11 +417,11 @@ def test_layer_stride_picks_the_mixed_layers(tiny_gemma3_dir):
         2,
     ]
     assert encoder_module(make_encoder(tiny_gemma3_dir, first_layer=2, last_layer=3)).mixed_layers == [2, 3]
-    with pytest.raises(ValueError, match="layer_stride"):
+    with pytest.raises(ValueError, match="stride >= 1"):
         make_encoder(tiny_gemma3_dir, layer_stride=0)
-    with pytest.raises(ValueError, match="layer_stride=2 for layers 0..3"):  # 3 would not be mixed
+    with pytest.raises(ValueError, match="stride=2 for layers 0..3"):  # 3 would not be mixed
         make_encoder(tiny_gemma3_dir, first_layer=0, last_layer=3, layer_stride=2)
-    with pytest.raises(ValueError, match="lora_top_layers"):
+    with pytest.raises(ValueError, match="LoRA top_layers <= the last layer"):
         make_encoder(tiny_gemma3_dir, last_layer=2, lora_top_layers=3)
 
 
@@ -581,9 +636,9 @@ def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
     assert np.abs(embed.get_grad("E")).sum() > 0
     llm_module = encoder_module(next(n for n in model.walk() if n.name == "llm_encoder"))
     assert llm_module.projection.weight.grad is not None and llm_module.projection.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="features_into_contextualizer"):
+    with pytest.raises(ValueError, match="reads_features = true needs `features`"):
         llm_encoder_v1(model_name=str(tiny_gemma3_dir), features_into_contextualizer=True)
-    with pytest.raises(ValueError, match="contextualizer_skip"):
+    with pytest.raises(ValueError, match="skip is for reads_features"):
         llm_encoder_v1(model_name=str(tiny_gemma3_dir), contextualizer_skip=True)
 
 

@@ -299,14 +299,14 @@ def test_project_overrides_reach_the_commands():
         overrides={
             "vars.base_model": "/models/tiny",
             "vars.quick_steps": 7,
-            "vars.quick_train_overrides": "--components.tok2vec.model.last_layer 3",
+            "vars.quick_train_overrides": "--components.tok2vec.model.layers.last 3",
         },
     )
     train_quick = next(c for c in project["commands"] if c["name"] == "train-quick")
     script = " ".join(train_quick["script"])
     assert "--components.tok2vec.model.model_name /models/tiny" in script
     assert "--training.max_steps 7" in script
-    assert script.endswith("--components.tok2vec.model.last_layer 3")
+    assert script.endswith("--components.tok2vec.model.layers.last 3")
     default = next(c for c in load_project_config(PROJECT_DIR)["commands"] if c["name"] == "train-quick")
     assert default["script"][0].endswith("--gpu-id -1 ")  # the empty default adds no argument
 
