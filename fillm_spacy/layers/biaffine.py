@@ -83,13 +83,16 @@ class ScoredGroup:
     sentences: the sentences' indices in the batch; lengths: their tokens. arcs[g, d, h] scores
     head h for dependent d of sentence g, labels[g, d, h, k] label k on that arc; index 0 is the
     ROOT, i the sentence's i-th token; cells beyond a sentence's length are padding.
+    At inference only each arc's best label is kept (arc_labels[g, d, h]; labels is None): the
+    scores of every label of every arc are what the loss needs, and n_labels times the memory.
     """
 
     sentences: List[int]
     lengths: List[int]
     arcs: torch.Tensor  # (G, L+1, L+1)
-    labels: torch.Tensor  # (G, L+1, L+1, n_labels)
+    labels: Optional[torch.Tensor]  # (G, L+1, L+1, n_labels) in training
     spans: List["SentenceSpan"] = field(default_factory=list)  # (doc, start, end) of each sentence
+    arc_labels: Optional[torch.Tensor] = None  # (G, L+1, L+1) at inference
 
 
 class BiaffineDependencyModel(torch.nn.Module):
@@ -125,7 +128,10 @@ class BiaffineDependencyModel(torch.nn.Module):
         groups = []
         for group in group_by_length(lengths, MAX_GROUP_CELLS):
             arcs, labels = self.score_padded([sentences[i] for i in group])
-            groups.append(ScoredGroup(group, [lengths[i] for i in group], arcs, labels))
+            scored = ScoredGroup(group, [lengths[i] for i in group], arcs, labels)
+            if not self.training and labels.shape[-1]:
+                scored.labels, scored.arc_labels = None, labels.argmax(dim=-1)
+            groups.append(scored)
         return groups
 
     def score_padded(self, sentences: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -170,9 +176,8 @@ class BiaffineDependencyModel(torch.nn.Module):
     @staticmethod
     def best_labels(group: ScoredGroup, heads: torch.Tensor) -> torch.Tensor:
         """(G, L) the best label of each dependent's arc to `heads` (G, L: 0 = ROOT)."""
-        n_labels = group.labels.shape[-1]
-        at = heads.to(group.labels.device)[:, :, None, None].expand(-1, -1, 1, n_labels)
-        return group.labels[:, 1:].gather(2, at).squeeze(2).argmax(dim=-1)
+        arc_labels = group.arc_labels if group.arc_labels is not None else group.labels.argmax(dim=-1)
+        return arc_labels[:, 1:].gather(2, heads.to(arc_labels.device)[:, :, None]).squeeze(2)
 
 
 # Target of a dependent without one (cross_entropy's ignore_index).
