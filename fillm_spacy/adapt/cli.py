@@ -7,20 +7,10 @@ from typing import Optional
 
 import typer
 
-from ..console import fail, setup_cli_logging
+from ..console import fail, layer_list, setup_cli_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger("fillm_spacy.adapt")
-
-
-def layer_list(value: str) -> list:
-    try:
-        layers = [int(part) for part in value.replace(",", " ").split()]
-    except ValueError:
-        layers = []
-    if not layers:
-        fail(f"--layers takes whole numbers like '4 8 12', got {value!r}")
-    return layers
 
 
 @app.command()

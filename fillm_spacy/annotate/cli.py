@@ -5,12 +5,14 @@ and so does SIGTERM (exit 143: what a scheduler or `kill` sends), so that the wo
 with the job. A file size limit (SIGXFSZ) is reported as a failed write, not a core dump.
 """
 
-import argparse
 import contextlib
 import signal
 import sys
 from typing import List, Optional
 
+import typer
+
+from ..console import run_app
 from .errors import AnnotateError, Interrupted
 from .job import ENGINES, FORMATS, annotate
 from .worker import PART_CHARS
@@ -45,87 +47,72 @@ def signals_handled():
             signal.signal(signum, handler)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m fillm_spacy.annotate",
-        description="Annotate a corpus with a spaCy pipeline (tl_fillm_sm) into resumable numbered shards and a manifest.",
-    )
-    parser.add_argument("model", help="pipeline package name (tl_fillm_sm) or directory")
-    parser.add_argument(
-        "input", help="a .txt (one document a line), .jsonl or .spacy file, a directory of them, or a glob"
-    )
-    parser.add_argument("output_dir", help="where the shards and manifest.json go; rerun the same command to resume")
-    parser.add_argument("--text-key", "-tk", default="text", help="JSONL key of the text (default: text)")
-    parser.add_argument(
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+PROG = "python -m fillm_spacy.annotate"
+
+
+@app.command(
+    help="Annotate a corpus with a spaCy pipeline (tl_fillm_sm) into resumable numbered shards and a manifest."
+)
+def annotate_command(
+    model: str = typer.Argument(..., metavar="MODEL", help="pipeline package name (tl_fillm_sm) or directory"),
+    source: str = typer.Argument(
+        ...,
+        metavar="INPUT",
+        help="a .txt (one document a line), .jsonl or .spacy file, a directory of them, or a glob",
+    ),
+    output_dir: str = typer.Argument(
+        ..., metavar="OUTPUT_DIR", help="where the shards and manifest.json go; rerun the same command to resume"
+    ),
+    text_key: str = typer.Option("text", "--text-key", "-tk", help="JSONL key of the text"),
+    batch_size: Optional[int] = typer.Option(
+        None,
         "--batch-size",
         "-b",
-        type=int,
-        default=None,
         help="documents per nlp.pipe batch, at most --part-tokens tokens in all (default: the pipeline's)",
-    )
-    parser.add_argument("--n-process", "-n", type=int, default=1, help="local processes, or Ray actors (default: 1)")
-    parser.add_argument("--format", dest="fmt", choices=FORMATS, default="spacy", help="shard format (default: spacy)")
-    parser.add_argument("--shard-size", type=int, default=1000, help="documents per shard (default: 1000)")
-    parser.add_argument(
-        "--engine", choices=ENGINES, default="local", help="local processes, or Ray Data (extra 'distributed')"
-    )
-    parser.add_argument(
-        "--address", default=None, help="an existing Ray cluster (e.g. auto, or HOST:6379); default: start a local one"
-    )
-    parser.add_argument(
-        "--gpu-id", "-g", type=int, default=-1, help="GPU id, -1 for CPU; with Ray each actor takes one GPU"
-    )
-    parser.add_argument("--force", "-F", action="store_true", help="start the output directory over")
-    parser.add_argument(
-        "--part-tokens",
-        type=int,
-        default=10000,
-        help="longer documents are annotated in parts of this many tokens (default: 10000)",
-    )
-    parser.add_argument(
-        "--part-chars",
-        type=int,
-        default=PART_CHARS,
-        help=f"and of at most this many characters, which bounds what one part costs whatever the text: a longer "
-        f"run without whitespace is split into tokens of this many characters (default: {PART_CHARS})",
-    )
-    parser.add_argument(
-        "--shard-timeout",
-        type=float,
-        default=3600,
-        help="seconds one shard may take before its worker is ended, 0 for none (default: 3600)",
-    )
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument(
-        "--progress", dest="progress", action="store_true", default=None, help="always show the progress bar"
-    )
-    progress.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="never show it (default: on a terminal)"
-    )
-    return parser
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    ),
+    n_process: int = typer.Option(1, "--n-process", "-n", help="local processes, or Ray actors"),
+    fmt: str = typer.Option("spacy", "--format", help=f"shard format: {', '.join(FORMATS)}"),
+    shard_size: int = typer.Option(1000, help="documents per shard"),
+    engine: str = typer.Option(
+        "local", help=f"{' or '.join(ENGINES)}: local processes, or Ray Data (extra 'distributed')"
+    ),
+    address: Optional[str] = typer.Option(
+        None, help="an existing Ray cluster (e.g. auto, or HOST:6379); default: start a local one"
+    ),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, -1 for CPU; with Ray each actor takes one GPU"),
+    force: bool = typer.Option(False, "--force", "-F", help="start the output directory over"),
+    part_tokens: int = typer.Option(10000, help="longer documents are annotated in parts of this many tokens"),
+    part_chars: int = typer.Option(
+        PART_CHARS,
+        help="and of at most this many characters, which bounds what one part costs whatever the text: a longer "
+        "run without whitespace is split into tokens of this many characters",
+    ),
+    shard_timeout: float = typer.Option(3600, help="seconds one shard may take before its worker is ended, 0 for none"),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="always or never show the progress bar (default: on a terminal)"
+    ),
+) -> None:
+    # --format and --engine are checked by annotate() itself, first: one line, exit 2.
     try:
         with signals_handled():
             summary = annotate(
-                args.model,
-                args.input,
-                args.output_dir,
-                fmt=args.fmt,
-                text_key=args.text_key,
-                batch_size=args.batch_size,
-                n_process=args.n_process,
-                shard_size=args.shard_size,
-                engine=args.engine,
-                address=args.address,
-                gpu_id=args.gpu_id,
-                force=args.force,
-                part_tokens=args.part_tokens,
-                part_chars=args.part_chars,
-                shard_timeout=args.shard_timeout,
-                progress=args.progress,
+                model,
+                source,
+                output_dir,
+                fmt=fmt,
+                text_key=text_key,
+                batch_size=batch_size,
+                n_process=n_process,
+                shard_size=shard_size,
+                engine=engine,
+                address=address,
+                gpu_id=gpu_id,
+                force=force,
+                part_tokens=part_tokens,
+                part_chars=part_chars,
+                shard_timeout=shard_timeout,
+                progress=progress,
             )
     except Interrupted as error:
         print(str(error), file=sys.stderr)
@@ -140,3 +127,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print(summary["line"], file=sys.stderr)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    run_app(app, argv, prog_name=PROG)

@@ -72,24 +72,33 @@ def scaling_ratios(runs: List[Dict]) -> Dict[str, float]:
     return ratios
 
 
-def run_annotate_bench(args) -> Dict:
-    texts = first_lines(Path(args.texts), args.lines)
-    engines = args.engine or ["local", "ray"]
-    workers = args.workers or [1, 2]
+def run_annotate_bench(
+    pipeline: str,
+    texts_path: str,
+    lines: int,
+    engines: List[str],
+    workers: List[int],
+    shard_size: int,
+    batch_size: Optional[int],
+    address: Optional[str],
+) -> Dict:
+    """Every engine with every number of workers on the first `lines` lines of `texts_path`."""
+    texts = first_lines(Path(texts_path), lines)
     runs = []
     started_ray = False
     if "ray" in engines:  # one cluster for every Ray configuration: its start-up is not measured
         from ..annotate.ray_engine import connect, import_ray
 
         ray = import_ray()
-        started_ray = connect(ray, args.address)
+        started_ray = connect(ray, address)
     try:
         for engine in engines:
             for count in workers:
                 try:
-                    address = args.address if engine == "ray" else None
                     runs.append(
-                        measure_annotate(args.pipeline, texts, engine, count, args.shard_size, args.batch_size, address)
+                        measure_annotate(
+                            pipeline, texts, engine, count, shard_size, batch_size, address if engine == "ray" else None
+                        )
                     )
                 except AnnotateError as error:  # the other configurations still run
                     runs.append({"engine": engine, "workers": count, "error": str(error)})
@@ -97,25 +106,10 @@ def run_annotate_bench(args) -> Dict:
         if started_ray:
             ray.shutdown()
     return {
-        "pipeline": args.pipeline,
-        "texts": args.texts,
+        "pipeline": pipeline,
+        "texts": texts_path,
         "lines": len(texts),
-        "shard_size": args.shard_size,
+        "shard_size": shard_size,
         "runs": runs,
         "ratios": scaling_ratios(runs),
     }
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--pipeline", default="tl_fillm_sm", help="pipeline package or directory")
-    parser.add_argument("--texts", default="assets/raw/alt-fil-wikinews.txt")
-    parser.add_argument("--lines", type=int, default=500)
-    parser.add_argument(
-        "--engine", action="append", choices=["local", "ray"], default=None, help="repeat; default local and ray"
-    )
-    parser.add_argument(
-        "--workers", action="append", type=int, default=None, help="processes or actors (repeat; default 1 and 2)"
-    )
-    parser.add_argument("--shard-size", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's nlp.batch_size")
-    parser.add_argument("--address", default=None, help="an existing Ray cluster; default: a local one")

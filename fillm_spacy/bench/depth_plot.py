@@ -9,10 +9,13 @@ runs.json: [{"name": "frozen 4+8+12", "words_per_second": 260, "pos_acc": 92.1, 
 "baseline": false}, ...] (scores in %; one entry with "baseline": true).
 """
 
-import argparse
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
+
+import typer
+
+from ..console import fail, run_app, setup_cli_logging
 
 
 def plot_depth_curve(runs: List[Dict], output: Path) -> Path:
@@ -54,12 +57,25 @@ def plot_depth_curve(runs: List[Dict], output: Path) -> Path:
     return output
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.bench.depth_plot", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", type=Path, help="JSON list of runs (see the module doc)")
-    parser.add_argument("output", type=Path, help="the PNG to write")
-    args = parser.parse_args()
-    print(plot_depth_curve(json.loads(args.runs.read_text(encoding="utf8")), args.output))
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+
+@app.command(help=__doc__.splitlines()[0])
+def depth_plot(
+    runs: Path = typer.Argument(..., help="JSON list of runs (see the module doc)"),
+    output: Path = typer.Argument(..., help="the PNG to write"),
+) -> Path:
+    try:
+        written = plot_depth_curve(json.loads(runs.read_text(encoding="utf8")), output)
+    except (OSError, ValueError) as error:  # no such file, not JSON, a run without its scores
+        fail(str(error), code=1)
+    print(written)
+    return written
+
+
+def main(argv: Optional[List[str]] = None) -> Optional[Path]:
+    setup_cli_logging()
+    return run_app(app, argv, prog_name="python -m fillm_spacy.bench.depth_plot")
 
 
 if __name__ == "__main__":

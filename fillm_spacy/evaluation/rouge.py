@@ -12,7 +12,6 @@ rouge-score's default tokenizer keeps only [a-z0-9] and so drops every word with
 "ñ" or "é" partly, and non-Latin scripts entirely; `UnicodeWordTokenizer` keeps them.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -21,6 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import typer
+
+from ..console import fail, run_app, setup_cli_logging
 from ..readers.records import read_jsonl, select_range
 from .stats import paired_bootstrap_mean
 
@@ -74,64 +76,72 @@ def summarize(texts: Sequence[str], lang: str, config: Dict[str, Any]) -> List[s
     return [doc._.summary for doc in nlp.pipe(texts, batch_size=int(config.get("batch_size", 4)))]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        prog="python -m fillm_spacy.evaluation.rouge", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--data", required=True, help='JSONL with {"doc_id", "text", "summary"}')
-    parser.add_argument("--range", help="START:END slice of the records (a held-out split)")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--mode", default="abstractive", choices=("lead", "centrality", "abstractive"))
-    parser.add_argument("--predictions", help='JSONL {"doc_id", "prediction"} to score instead of running --mode')
-    parser.add_argument("--max-sentences", type=int, default=1, help="lead/centrality: sentences per summary")
-    parser.add_argument(
-        "--model", "--model-name", dest="model", default="gemma3-270m", help="base model of the abstractive mode"
-    )
-    parser.add_argument("--adapter", help="abstractive: LoRA adapter directory (finetune --task headline)")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--max-input-pieces", type=int, default=768)
-    parser.add_argument("--chat-format", default="auto")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lang", default="tl")
-    parser.add_argument("--output", help="JSON file to write (e.g. metrics/rouge.json)")
-    parser.add_argument("--save-predictions", help="JSONL file for the system's predictions")
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+MODES = ("lead", "centrality", "abstractive")
 
+
+@app.command(help=__doc__.split("\n\n")[0])
+def rouge(
+    data: str = typer.Option(..., help='JSONL with {"doc_id", "text", "summary"}'),
+    range_: Optional[str] = typer.Option(None, "--range", help="START:END slice of the records (a held-out split)"),
+    limit: Optional[int] = typer.Option(None, help="at most this many records (of the range)"),
+    mode: str = typer.Option("abstractive", help=f"the summarizer's mode: {', '.join(MODES)}"),
+    predictions_file: Optional[str] = typer.Option(
+        None, "--predictions", help='JSONL {"doc_id", "prediction"} to score instead of running --mode'
+    ),
+    max_sentences: int = typer.Option(1, help="lead/centrality: sentences per summary"),
+    model: str = typer.Option(
+        "gemma3-270m",
+        "--model",
+        "--model-name",
+        help="base model of the abstractive mode (--model-name: the former name)",
+    ),
+    adapter: Optional[str] = typer.Option(None, help="abstractive: LoRA adapter directory (finetune --task headline)"),
+    max_new_tokens: int = typer.Option(48, help="abstractive: pieces generated at most"),
+    max_input_pieces: int = typer.Option(768, help="abstractive: article pieces in the prompt"),
+    chat_format: str = typer.Option("auto", help="abstractive: auto, plain, seallm or tokenizer"),
+    batch_size: int = typer.Option(4, help="documents per batch"),
+    lang: str = typer.Option("tl", help="language of the blank pipeline"),
+    output: Optional[str] = typer.Option(None, help="JSON file to write (e.g. metrics/rouge.json)"),
+    save_predictions: Optional[str] = typer.Option(None, help="JSONL file for the system's predictions"),
+) -> Dict[str, Any]:
+    if mode not in MODES:
+        fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     import srsly
 
-    records = select_range(read_jsonl(args.data), args.range, args.limit)
+    records = select_range(read_jsonl(data), range_, limit)
     texts = [r["text"] for r in records]
     references = [r["summary"] for r in records]
     started = time.time()
-    if args.predictions:
-        by_id = {p["doc_id"]: p["prediction"] for p in read_jsonl(args.predictions)}
+    if predictions_file:
+        by_id = {p["doc_id"]: p["prediction"] for p in read_jsonl(predictions_file)}
         missing = [r["doc_id"] for r in records if r["doc_id"] not in by_id]
         if missing:
-            raise SystemExit(f"--predictions lacks {len(missing)} doc ids, e.g. {missing[:3]}")
-        system_name, system_config = "predictions", {"file": args.predictions}
+            fail(f"--predictions lacks {len(missing)} doc ids, e.g. {missing[:3]}", code=1)
+        system_name, system_config = "predictions", {"file": predictions_file}
         predictions = [by_id[r["doc_id"]] for r in records]
     else:
-        system_name = args.mode
-        system_config = {"mode": args.mode, "batch_size": args.batch_size}
-        if args.mode == "abstractive":
+        system_name = mode
+        system_config = {"mode": mode, "batch_size": batch_size}
+        if mode == "abstractive":
             system_config.update(
-                model_name=args.model,
-                adapter=args.adapter,
-                max_new_tokens=args.max_new_tokens,
-                max_input_pieces=args.max_input_pieces,
-                chat_format=args.chat_format,
+                model_name=model,
+                adapter=adapter,
+                max_new_tokens=max_new_tokens,
+                max_input_pieces=max_input_pieces,
+                chat_format=chat_format,
             )
         else:
-            system_config["max_sentences"] = args.max_sentences
-        predictions = summarize(texts, args.lang, system_config)
+            system_config["max_sentences"] = max_sentences
+        predictions = summarize(texts, lang, system_config)
     system_seconds = time.time() - started
-    lead_predictions = summarize(texts, args.lang, {"mode": "lead", "max_sentences": 1})
+    lead_predictions = summarize(texts, lang, {"mode": "lead", "max_sentences": 1})
 
     system_rows = score_pairs(references, predictions)
     lead_rows = score_pairs(references, lead_predictions)
     result: Dict[str, Any] = {
-        "data": str(args.data),
-        "range": args.range,
+        "data": str(data),
+        "range": range_,
         "n_docs": len(records),
         "tokenizer": "UnicodeWordTokenizer (lowercased Unicode letter/digit/mark runs), no stemming",
         "system": {
@@ -151,16 +161,22 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             for r, ref, p, lead in list(zip(records, references, predictions, lead_predictions))[:3]
         ],
     }
-    if args.save_predictions:
+    if save_predictions:
         srsly.write_jsonl(
-            args.save_predictions, [{"doc_id": r["doc_id"], "prediction": p} for r, p in zip(records, predictions)]
+            save_predictions, [{"doc_id": r["doc_id"], "prediction": p} for r, p in zip(records, predictions)]
         )
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(result, indent=2, ensure_ascii=False))
     json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
     print()
     return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Optional[Dict[str, Any]]:
+    """The command line; from Python, returns the result it printed."""
+    setup_cli_logging()
+    return run_app(app, argv, prog_name="python -m fillm_spacy.evaluation.rouge")
 
 
 if __name__ == "__main__":

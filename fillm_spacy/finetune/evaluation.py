@@ -1,16 +1,17 @@
 """Scoring an `llm` pipe (a fine-tuned adapter, or the base model few-shot) on test docs."""
 
-import argparse
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict
 
+from ..console import fail
 from ..llm.instructions import DEFAULT_TASK_CONFIG
 from ..readers.records import read_docs, select_range
 
 
-def model_chat_format(info: Dict[str, Any], args: argparse.Namespace) -> str:
+def model_chat_format(info: Dict[str, Any], args: SimpleNamespace) -> str:
     """The chat format the evaluated model will use ("auto" resolved)."""
     from ..llm.local_model import resolve_chat_format
     from ..models.loading import load_base_llm
@@ -21,7 +22,7 @@ def model_chat_format(info: Dict[str, Any], args: argparse.Namespace) -> str:
     return resolve_chat_format(args.chat_format, load_base_llm(base, device=args.device, dtype=args.dtype))
 
 
-def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
+def evaluate(args: SimpleNamespace) -> Dict[str, Any]:
     """Run an `llm` pipe (this adapter, or the base model few-shot) on the test docs and score it
     with spaCy's scorers: pos_acc for `pos`, ents_p/r/f for `ner`."""
     import spacy
@@ -35,9 +36,10 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         info = json.loads((Path(args.adapter) / ADAPTER_INFO_FILE).read_text())
     task = args.task or info.get("task")
     if task not in ("pos", "ner"):
-        raise SystemExit(
+        fail(
             "evaluate needs --task pos|ner (or an adapter trained for one); "
-            "headline adapters are scored with python -m fillm_spacy.evaluation.rouge"
+            "headline adapters are scored with python -m fillm_spacy.evaluation.rouge",
+            code=1,
         )
     if info:
         task_config = dict(info["task_config"])

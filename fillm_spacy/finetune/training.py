@@ -1,13 +1,14 @@
 """Training a generative LoRA adapter on instruction pairs (see the package docstring)."""
 
-import argparse
 import json
 import logging
 import random
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..console import fail
 from ..llm.instructions import (
     DEFAULT_TASK_CONFIG,
     answer_loss,
@@ -22,7 +23,7 @@ from ..readers.records import read_docs, read_jsonl, select_range
 log = logging.getLogger("fillm_spacy.finetune")
 
 
-def train(args: argparse.Namespace) -> Dict[str, Any]:
+def train(args: SimpleNamespace) -> Dict[str, Any]:
     import torch
     from safetensors.torch import save_file
     from transformers import get_linear_schedule_with_warmup
@@ -84,7 +85,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     train_pairs = instruction_pairs(args.task, task_config, train_records, headline_prompt)
     encoded = [e for e in (encode_pair(generator, args.task, p, a, args.max_length) for p, a in train_pairs) if e]
     if not encoded:
-        raise SystemExit(f"No training pair fits --max-length {args.max_length} (from {len(train_pairs)} pairs)")
+        fail(f"No training pair fits --max-length {args.max_length} (from {len(train_pairs)} pairs)", code=1)
     dev_encoded: List[Tuple[List[int], List[int]]] = []
     if args.dev:
         dev_records = load_records(Path(args.dev), args.dev_range)

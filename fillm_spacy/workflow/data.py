@@ -10,7 +10,7 @@ used; nothing here knows where the offline data lives except `setup`'s --shared 
         --ner "wikiann=corpus/ner/test.spacy" --output-dir corpus/test
 """
 
-import argparse
+import contextlib
 import logging
 import random
 import re
@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import spacy
+import typer
 from spacy.tokens import Doc, DocBin
+from spacy.training.iob_utils import biluo_tags_to_spans, iob_to_biluo
 from spacy.util import get_words_and_spaces
 from spacy.vocab import Vocab
 
-from ..console import setup_cli_logging
+from ..console import fail, run_app, setup_cli_logging
 from ..readers.raw_text import first_lines
 
 log = logging.getLogger("fillm_spacy.data")
@@ -119,56 +121,59 @@ def iob2_to_docs(text: str, vocab: Vocab, keep_labels: Optional[Iterable[str]] =
     """Read a Universal NER .iob2 file (CoNLL-U-like: `# text = ...`, then `id<TAB>word<TAB>tag`).
 
     Spaces come from the `# text` line where it matches the words, so doc.text is the real
-    sentence (the tokenizer sees what a user would give it). Labels outside keep_labels -> O."""
+    sentence (the tokenizer sees what a user would give it). Labels outside keep_labels -> O.
+    The tags become entities with spaCy's own IOB utilities (`iob_to_biluo`, which also starts
+    an entity at an I- tag that does not continue one of its label, e.g. after a dropped OTH,
+    and `biluo_tags_to_spans`). A malformed line raises ValueError naming its line number."""
     keep = set(keep_labels) if keep_labels is not None else None
     docs = []
-    for block in re.split(r"\n\s*\n", text):
-        words, tags, sent_text = [], [], None
-        for line in block.splitlines():
-            line = line.rstrip("\r")
-            if line.startswith("# text ="):
-                sent_text = line.split("=", 1)[1].strip()
-            elif line and not line.startswith("#"):
-                parts = line.split("\t")
+    words: List[str] = []
+    tags: List[str] = []
+    sent_text: Optional[str] = None
+    for number, line in enumerate([*text.split("\n"), ""], start=1):
+        line = line.rstrip("\r")
+        if not line.strip():  # a blank line ends the sentence (the file's end too)
+            if words:
+                docs.append(_iob2_doc(vocab, words, tags, sent_text))
+            words, tags, sent_text = [], [], None
+        elif line.startswith("# text ="):
+            sent_text = line.split("=", 1)[1].strip()
+        elif not line.startswith("#"):
+            parts = line.split("\t")
+            try:
                 if len(parts) < 3:
                     raise ValueError(f"expected id, word and tag columns, got {line!r}")
-                words.append(parts[1])
-                tags.append(_keep_iob_tag(parts[2].strip(), keep))
-        if not words:
-            continue
-        spaces = None
-        if sent_text is not None:
-            try:
-                _, spaces = get_words_and_spaces(words, sent_text)
-                if len(spaces) != len(words):
-                    spaces = None
-            except ValueError:  # the text line does not contain the words in order
-                spaces = None
-        docs.append(Doc(vocab, words=words, spaces=spaces, ents=_repair_iob(tags)))
+                tag = _keep_iob_tag(parts[2].strip(), keep)
+            except ValueError as error:
+                raise ValueError(
+                    f"line {number}: {error} (each line is id<TAB>word<TAB>IOB2 tag, e.g. B-PER, I-PER or O)"
+                ) from None
+            words.append(parts[1])
+            tags.append(tag)
     return docs
+
+
+def _iob2_doc(vocab: Vocab, words: List[str], tags: List[str], sent_text: Optional[str]) -> Doc:
+    spaces = None
+    if sent_text is not None:
+        try:
+            _, spaces = get_words_and_spaces(words, sent_text)
+            if len(spaces) != len(words):
+                spaces = None
+        except ValueError:  # the text line does not contain the words in order
+            spaces = None
+    doc = Doc(vocab, words=words, spaces=spaces)
+    doc.ents = biluo_tags_to_spans(doc, iob_to_biluo(tags))
+    return doc
 
 
 def _keep_iob_tag(tag: str, keep: Optional[set]) -> str:
     if tag in ("O", "_", ""):
         return "O"
-    if "-" not in tag:
-        raise ValueError(f"not an IOB2 tag: {tag!r}")
-    prefix, label = tag.split("-", 1)
-    if prefix not in ("B", "I"):
+    prefix, _, label = tag.partition("-")
+    if prefix not in ("B", "I") or not label:
         raise ValueError(f"not an IOB2 tag: {tag!r}")
     return tag if keep is None or label in keep else "O"
-
-
-def _repair_iob(tags: List[str]) -> List[str]:
-    """An I- tag that does not continue an entity of its label starts one (after dropping OTH)."""
-    repaired = []
-    for i, tag in enumerate(tags):
-        if tag.startswith("I-"):
-            previous = repaired[i - 1] if i else "O"
-            if previous == "O" or previous[2:] != tag[2:]:
-                tag = "B-" + tag[2:]
-        repaired.append(tag)
-    return repaired
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +233,7 @@ def convert_ud(source: Path, dest: Path) -> int:
     from spacy.training.converters import conllu_to_docs
 
     if not source.is_file():
-        raise FileNotFoundError(source)
+        raise FileNotFoundError(f"no such CoNLL-U file: {source}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     docs = conllu_to_docs(
         source.read_text(encoding="utf8"), n_sents=1, merge_subtokens=True, append_morphology=True, no_print=True
@@ -262,7 +267,10 @@ def convert_ner_test(source: Path, dest: Path, keep_labels: Optional[Sequence[st
             shutil.copyfile(source, dest)
         n_docs = len(DocBin().from_disk(dest))
     elif source.suffix == ".iob2":
-        docs = iob2_to_docs(source.read_text(encoding="utf8"), spacy.blank("xx").vocab, keep_labels)
+        try:
+            docs = iob2_to_docs(source.read_text(encoding="utf8"), spacy.blank("xx").vocab, keep_labels)
+        except ValueError as error:
+            raise ValueError(f"{source}, {error}; correct the file or leave it out of the NER test sets") from None
         DocBin(docs=docs).to_disk(dest)
         n_docs = len(docs)
     else:
@@ -305,49 +313,84 @@ def head_lines(source: Path, dest: Path, n_lines: int) -> int:
     return len(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """A missing or broken input file ends the command with one line (exit 1), not a traceback."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        fail(str(error), code=1)
+
+
+@app.command("setup")
+def setup_command(
+    shared: Path = typer.Option(..., help="the offline data folder (nothing is copied when it is absent)"),
+    assets: Path = typer.Option(Path("assets"), help="where the copies go"),
+    ud_heldout_every: int = typer.Option(
+        10, help="every N-th UD training sentence becomes the held-out test set (0: none)"
+    ),
+) -> None:
+    """Copy the offline data into assets/ (no-op without it)."""
+    with one_line_errors():
+        setup_offline_data(shared, assets, ud_heldout_every)
+
+
+@app.command("convert-ud")
+def convert_ud_command(
+    source: Path = typer.Argument(..., help="a CoNLL-U file"),
+    dest: Path = typer.Argument(..., help="the DocBin (.spacy) to write"),
+) -> None:
+    """CoNLL-U -> DocBin with calamanCy's flags."""
+    with one_line_errors():
+        convert_ud(source, dest)
+
+
+@app.command("split-ner")
+def split_ner_command(
+    source: str = typer.Argument(..., help='a NER DocBin, or "" when train/dev/test come from elsewhere'),
+    output_dir: Path = typer.Argument(..., help="train.spacy, dev.spacy and test.spacy are written here"),
+    seed: int = typer.Option(0, help="seed of the shuffle"),
+) -> None:
+    """Seeded 80/10/10 split of a NER DocBin."""
+    if not source:
+        log.info("no source given (ner_source is empty): using the ner_* variables as they are")
+        return
+    with one_line_errors():
+        split_ner(Path(source), output_dir, seed)
+
+
+@app.command("convert-tests")
+def convert_tests_command(
+    ud: str = typer.Option("", help='UD test sets, "name=path.conllu,..."'),
+    ner: str = typer.Option("", help='NER test sets, "name=path.spacy|path.iob2,..."'),
+    output_dir: Path = typer.Option(..., help="<output-dir>/{ud,ner}-<name>.spacy are written (the folder is emptied)"),
+) -> None:
+    """All test sets -> <output-dir>/{ud,ner}-<name>.spacy."""
+    with one_line_errors():
+        convert_tests(ud, ner, output_dir)
+
+
+@app.command("head-lines")
+def head_lines_command(
+    source: Path = typer.Argument(..., help="a raw-text file"),
+    dest: Path = typer.Argument(..., help="the file to write"),
+    lines: int = typer.Option(..., help="how many non-empty lines are kept (0: none)"),
+) -> None:
+    """The first N non-empty lines of a text file."""
+    with one_line_errors():
+        head_lines(source, dest, lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     setup_cli_logging()
-    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.workflow.data", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    setup = commands.add_parser("setup", help="copy the offline data into assets/ (no-op without it)")
-    setup.add_argument("--shared", type=Path, required=True)
-    setup.add_argument("--assets", type=Path, default=Path("assets"))
-    setup.add_argument("--ud-heldout-every", type=int, default=10)
-
-    ud = commands.add_parser("convert-ud", help="CoNLL-U -> DocBin with calamanCy's flags")
-    ud.add_argument("source", type=Path)
-    ud.add_argument("dest", type=Path)
-
-    ner = commands.add_parser("split-ner", help="seeded 80/10/10 split of a NER DocBin")
-    ner.add_argument("source", help='a NER DocBin, or "" when train/dev/test come from elsewhere')
-    ner.add_argument("output_dir", type=Path)
-    ner.add_argument("--seed", type=int, default=0)
-
-    tests = commands.add_parser("convert-tests", help="all test sets -> <output-dir>/{ud,ner}-<name>.spacy")
-    tests.add_argument("--ud", default="", help='"name=path.conllu,..."')
-    tests.add_argument("--ner", default="", help='"name=path.spacy|path.iob2,..."')
-    tests.add_argument("--output-dir", type=Path, required=True)
-
-    head = commands.add_parser("head-lines", help="the first N non-empty lines of a text file")
-    head.add_argument("source", type=Path)
-    head.add_argument("dest", type=Path)
-    head.add_argument("--lines", type=int, required=True)
-
-    args = parser.parse_args(argv)
-    if args.command == "head-lines":
-        head_lines(args.source, args.dest, args.lines)
-    elif args.command == "setup":
-        setup_offline_data(args.shared, args.assets, args.ud_heldout_every)
-    elif args.command == "convert-ud":
-        convert_ud(args.source, args.dest)
-    elif args.command == "split-ner":
-        if args.source:
-            split_ner(Path(args.source), args.output_dir, args.seed)
-        else:
-            log.info("no source given (ner_source is empty): using the ner_* variables as they are")
-    elif args.command == "convert-tests":
-        convert_tests(args.ud, args.ner, args.output_dir)
+    run_app(app, argv, prog_name="python -m fillm_spacy.workflow.data")
 
 
 if __name__ == "__main__":

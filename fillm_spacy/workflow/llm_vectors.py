@@ -17,9 +17,9 @@ alone would build one from character n-grams.
         --layers 4 8 12 --lines 5000
 """
 
-import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -27,9 +27,10 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import spacy
 import torch
+import typer
 from spacy.vectors import Vectors
 
-from ..console import setup_cli_logging
+from ..console import fail, layer_list, run_app, setup_cli_logging
 from ..layers.scalar_mix import ScalarMix
 from ..layers.token_states import doc_token_states
 from ..models.loading import load_base_llm
@@ -150,36 +151,61 @@ def build_llm_vectors(
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    setup_cli_logging()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("raw_text", type=Path, help="raw text, one document per line")
-    parser.add_argument("output", type=Path, help="pipeline directory to write (paths.vectors)")
-    parser.add_argument("--model", default="gemma3-270m", help="base model (alias, local directory or cached hub name)")
-    parser.add_argument(
-        "--layers", type=int, nargs="+", default=[4, 8, 12], help="hidden states averaged (k = layer k's output)"
-    )
-    parser.add_argument("--lines", type=int, default=0, help="read the first N non-empty lines (0 = all)")
-    parser.add_argument("--min-count", type=int, default=2, help="keep word types seen at least this often")
-    parser.add_argument("--dim", type=int, default=0, help="PCA to this many columns (0 = the model's hidden size)")
-    parser.add_argument("--with-floret", type=Path, default=None, help="append this floret table's vector of each type")
-    parser.add_argument("--lang", default="tl")
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+
+def joined_layers(argv: Sequence[str]) -> List[str]:
+    """`--layers 4 8 12` (one value per argument, as project.yml passes it) as the single value
+    `--layers "4 8 12"` that the option reads."""
+    joined: List[str] = []
+    rest = list(argv)
+    while rest:
+        joined.append(rest.pop(0))
+        if joined[-1] == "--layers":
+            values = []
+            while rest and rest[0].isdigit():
+                values.append(rest.pop(0))
+            if values:
+                joined.append(" ".join(values))
+    return joined
+
+
+@app.command(help=__doc__.split("\n\n")[0])
+def llm_vectors(
+    raw_text: Path = typer.Argument(..., help="raw text, one document per line"),
+    output: Path = typer.Argument(..., help="pipeline directory to write (paths.vectors)"),
+    model: str = typer.Option("gemma3-270m", help="base model (alias, local directory or cached hub name)"),
+    layers: str = typer.Option(
+        "4 8 12", help="hidden states averaged (k = layer k's output): '4 8 12', 4,8,12 or --layers 4 8 12"
+    ),
+    lines: int = typer.Option(0, help="read the first N non-empty lines (0 = all)"),
+    min_count: int = typer.Option(2, help="keep word types seen at least this often"),
+    dim: int = typer.Option(0, help="PCA to this many columns (0 = the model's hidden size)"),
+    with_floret: Optional[Path] = typer.Option(None, help="append this floret table's vector of each type"),
+    lang: str = typer.Option("tl", help="language of spaCy's tokenizer"),
+) -> Dict[str, object]:
     try:
         summary = build_llm_vectors(
-            args.raw_text,
-            args.output,
-            model_name=args.model,
-            layers=args.layers,
-            max_lines=args.lines,
-            min_count=args.min_count,
-            dim=args.dim,
-            with_floret=args.with_floret,
-            lang=args.lang,
+            raw_text,
+            output,
+            model_name=model,
+            layers=layer_list(layers),
+            max_lines=lines,
+            min_count=min_count,
+            dim=dim,
+            with_floret=with_floret,
+            lang=lang,
         )
     except (OSError, ValueError) as error:
-        raise SystemExit(f"[llm-vectors] {error}") from None
-    log.info(f"{json.dumps(summary)}")
+        fail(str(error), code=1)
+    log.info(json.dumps(summary))
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Optional[Dict[str, object]]:
+    setup_cli_logging()
+    argv = joined_layers(sys.argv[1:] if argv is None else argv)
+    return run_app(app, argv, prog_name="python -m fillm_spacy.workflow.llm_vectors")
 
 
 if __name__ == "__main__":

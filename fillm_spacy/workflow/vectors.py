@@ -15,7 +15,6 @@ whitespace only.
     python -m spacy init vectors tl vectors/floret-tl.floret vectors/floret-tl --mode floret
 """
 
-import argparse
 import logging
 import tempfile
 import time
@@ -23,8 +22,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 import spacy
+import typer
 
-from ..console import setup_cli_logging
+from ..console import fail, run_app, setup_cli_logging
 
 log = logging.getLogger("fillm_spacy.vectors")
 
@@ -94,28 +94,38 @@ def train_floret_vectors(
     return output
 
 
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+
+@app.command(help=__doc__.split("\n")[0])
+def train_vectors(
+    raw_text: Path = typer.Argument(..., help="raw text, one paragraph or sentence a line"),
+    output: Path = typer.Argument(..., help="the .floret file to write"),
+    dim: int = typer.Option(200, help="vector width"),
+    bucket: int = typer.Option(50000, help="rows of the hash table (the vectors' 'keys')"),
+    epochs: int = typer.Option(5, help="passes over the text"),
+    threads: int = typer.Option(2, help="floret's training threads"),
+    min_count: int = typer.Option(5, help="words seen fewer times get no vector of their own"),
+    lang: str = typer.Option("tl", help="language of spaCy's tokenizer"),
+) -> None:
+    try:
+        train_floret_vectors(
+            raw_text,
+            output,
+            dim=dim,
+            bucket=bucket,
+            epochs=epochs,
+            threads=threads,
+            lang=lang,
+            min_count=min_count,
+        )
+    except (OSError, ValueError) as error:  # no such file, no text in it
+        fail(str(error), code=1)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     setup_cli_logging()
-    parser = argparse.ArgumentParser(prog="python -m fillm_spacy.workflow.vectors", description=__doc__.split("\n")[0])
-    parser.add_argument("raw_text", type=Path, help="raw text, one paragraph or sentence a line")
-    parser.add_argument("output", type=Path, help="the .floret file to write")
-    parser.add_argument("--dim", type=int, default=200)
-    parser.add_argument("--bucket", type=int, default=50000)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-count", type=int, default=5)
-    parser.add_argument("--lang", default="tl")
-    args = parser.parse_args(argv)
-    train_floret_vectors(
-        args.raw_text,
-        args.output,
-        dim=args.dim,
-        bucket=args.bucket,
-        epochs=args.epochs,
-        threads=args.threads,
-        lang=args.lang,
-        min_count=args.min_count,
-    )
+    run_app(app, argv, prog_name="python -m fillm_spacy.workflow.vectors")
 
 
 if __name__ == "__main__":

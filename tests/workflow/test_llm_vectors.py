@@ -109,15 +109,17 @@ def test_pca_and_floret_set_the_width(tiny_gemma3_dir, raw_text, tmp_path, one_t
         ),
     ],
 )
-def test_bad_arguments_end_in_one_line(tiny_gemma3_dir, raw_text, make_args, message, tmp_path, monkeypatch):
+def test_bad_arguments_end_in_one_line(tiny_gemma3_dir, raw_text, make_args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as raised:
         main(make_args(raw_text, str(tiny_gemma3_dir)))
-    assert message in str(raised.value) and "\n" not in str(raised.value)
+    err = capsys.readouterr().err.strip()
+    assert raised.value.code == 1 and err.startswith("Error: ") and message in err and "\n" not in err
 
 
-def test_an_empty_file_is_refused(tiny_gemma3_dir, tmp_path):
+def test_an_empty_file_is_refused(tiny_gemma3_dir, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n", encoding="utf8")
-    with pytest.raises(SystemExit, match="has no text"):
+    with pytest.raises(SystemExit) as raised:
         main([str(empty), str(tmp_path / "out"), "--model", str(tiny_gemma3_dir)])
+    assert raised.value.code == 1 and "has no text" in capsys.readouterr().err
