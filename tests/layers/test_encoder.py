@@ -602,25 +602,32 @@ def tiny_char_features():
     )
 
 
-def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
-    """features_into_contextualizer: the BiLSTM reads LLM states and character features, so a
-    feature of the last word reaches the first token (causal attention alone cannot do that)."""
-    from fillm_spacy.layers.llm_encoder import llm_encoder_v1
-
-    features = tiny_char_features()
-    model = llm_encoder_v1(
-        model_name=str(tiny_gemma3_dir),
-        width=WIDTH,
-        lora_r=0,
-        first_layer=1,
-        last_layer=2,
-        window=32,
-        stride=24,
-        contextualizer_width=16,
-        contextualizer_depth=2,
-        features=features,
-        features_into_contextualizer=True,
+def bilstm_reading_features(model_dir, **contextualizer):
+    """A frozen encoder of layers 1-2 whose BiLSTM (width 16) reads the LLM states and tiny
+    character features (`contextualizer`: more of its block's settings)."""
+    from fillm_spacy.layers.encoder_settings import (
+        encoder_batching_v1,
+        encoder_contextualizer_v1,
+        encoder_layers_v1,
+        encoder_lora_v1,
     )
+    from fillm_spacy.layers.llm_encoder import llm_encoder_v2
+
+    return llm_encoder_v2(
+        model_name=str(model_dir),
+        width=WIDTH,
+        layers=encoder_layers_v1(first=1, last=2),
+        lora=encoder_lora_v1(r=0),
+        contextualizer=encoder_contextualizer_v1(width=16, reads_features=True, **contextualizer),
+        batching=encoder_batching_v1(window=32, stride=24),
+        features=tiny_char_features(),
+    )
+
+
+def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
+    """contextualizer.reads_features: the BiLSTM reads LLM states and character features, so a
+    feature of the last word reaches the first token (causal attention alone cannot do that)."""
+    model = bilstm_reading_features(tiny_gemma3_dir, depth=2)
     docs = [nlp("Kumain ang bata ng mangga"), nlp("Kumain ang bata ng saging")]
     model.initialize(X=docs)
     assert encoder_module(next(n for n in model.walk() if n.name == "llm_encoder")).contextualizer is None
@@ -643,24 +650,9 @@ def test_features_can_feed_the_bilstm(tiny_gemma3_dir, nlp):
 
 
 def test_the_bilstms_input_can_also_go_around_it(tiny_gemma3_dir, nlp):
-    """contextualizer_skip: the output mixer reads the BiLSTM's output and its input (LLM states
+    """contextualizer.skip: the output mixer reads the BiLSTM's output and its input (LLM states
     and character features), and the features still get gradient."""
-    from fillm_spacy.layers.llm_encoder import llm_encoder_v1
-
-    features = tiny_char_features()
-    model = llm_encoder_v1(
-        model_name=str(tiny_gemma3_dir),
-        width=WIDTH,
-        lora_r=0,
-        first_layer=1,
-        last_layer=2,
-        window=32,
-        stride=24,
-        contextualizer_width=16,
-        features=features,
-        features_into_contextualizer=True,
-        contextualizer_skip=True,
-    )
+    model = bilstm_reading_features(tiny_gemma3_dir, skip=True)
     docs = [nlp("Kumain ang bata ng mangga")]
     model.initialize(X=docs)
     mixer = next(node for node in model.walk() if node.name == "maxout")
