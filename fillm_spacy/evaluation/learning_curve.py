@@ -19,6 +19,7 @@ the data. Runs whose model already exists are kept, so an interrupted run resume
 import json
 import logging
 import random
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -136,6 +137,10 @@ def flags(settings: Dict[str, object]) -> List[str]:
     return [part for key, value in settings.items() for part in (f"--{key}", str(value))]
 
 
+# Written into a point's run directory once every training command of it has finished.
+TRAINED = "trained"
+
+
 def model_path(point: Point, root: Path) -> Path:
     out = root / "runs" / point.name
     return out / "model" if point.pipeline == "baseline" else out / "model-best"
@@ -172,7 +177,8 @@ def run(
     min_steps: int = typer.Option(200, help="no point trains fewer steps"),
     gpu_id: int = typer.Option(-1),
 ):
-    """Train and evaluate every point that has no model yet."""
+    """Train and evaluate every point not trained yet (a point stopped part-way is trained again
+    from the start)."""
     setup_cli_logging()
     size_list = parse_sizes(sizes)
     shares = [float(s) for s in ner_shares.split(",")]
@@ -196,7 +202,12 @@ def run(
     ]
     for point in points:
         model = model_path(point, output_dir)
-        if not model.exists():
+        out = output_dir / "runs" / point.name
+        if not (out / TRAINED).exists():
+            # spaCy writes model-best at its first evaluation: a run that was stopped leaves one
+            # behind, so only the marker written after the last command says a point is trained.
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(output_dir / "metrics" / point.name, ignore_errors=True)
             data = {"dev": dev, "ner_dev": ner_dev, "vectors": vectors, "train": train, "ner_train": ner_train}
             share = 1.0
             if point.size is not None:
@@ -205,11 +216,13 @@ def run(
             if point.ner_share < 1:
                 data["ner_train"] = output_dir / "data" / f"ner-train-{point.ner_share:g}-s{point.seed}.spacy"
                 subset(ner_train, data["ner_train"], None, point.ner_share, point.seed)
-            out = output_dir / "runs" / point.name
             for command in train_commands(point, data, out, share, point.ner_share, model, configs, min_steps, gpu_id):
                 log.info("%s: %s", point.name, " ".join(command[1:]))
+                out.parent.mkdir(parents=True, exist_ok=True)
                 with open(out.parent / f"{point.name}.log", "a") as stream:
                     subprocess.run(command, check=True, stdout=stream, stderr=subprocess.STDOUT)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / TRAINED).write_text("")
         if not (output_dir / "metrics" / point.name).exists():
             evaluate([(point.name, str(model))], test_dir, output_dir / "metrics")
         meta = {

@@ -62,6 +62,52 @@ def write_point(metrics: Path, pipeline: str, size: int, seed: int, upos: float,
     (folder / "ner-wikiann.json").write_text(json.dumps({"ents_f": ner}))
 
 
+def test_a_point_stopped_part_way_is_trained_again_and_a_finished_one_is_kept(tmp_path, monkeypatch):
+    """spaCy leaves a model-best after its first evaluation: a run stopped there must not pass
+    for a trained point (its step-0 model would be evaluated as the point)."""
+    from fillm_spacy.evaluation import learning_curve
+
+    for name in ("train", "dev", "ner_train", "ner_dev"):
+        DocBin(docs=sample_docs(12)).to_disk(tmp_path / f"{name}.spacy")
+    for name in ("vectors", "tests", "configs"):
+        (tmp_path / name).mkdir()
+    trainings = []
+
+    def fake_training(command, stop_after_first_evaluation):
+        out = Path(command[command.index("--output") + 1])
+        (out / "model-best").mkdir(parents=True)
+        trainings.append(out.name)
+        if stop_after_first_evaluation:
+            raise KeyboardInterrupt
+
+    def fake_evaluate(pipelines, test_dir, metrics):
+        for name, _ in pipelines:
+            (metrics / name).mkdir(parents=True)
+
+    monkeypatch.setattr(learning_curve, "evaluate", fake_evaluate)
+    arguments = [
+        "run", "--output-dir", str(tmp_path / "lc"), "--sizes", "all", "--ner-shares", "1", "--seeds", "0",
+        "--pipelines", "tl_fillm_sm", "--train", str(tmp_path / "train.spacy"), "--dev", str(tmp_path / "dev.spacy"),
+        "--ner-train", str(tmp_path / "ner_train.spacy"), "--ner-dev", str(tmp_path / "ner_dev.spacy"),
+        "--vectors", str(tmp_path / "vectors"), "--test-dir", str(tmp_path / "tests"),
+        "--configs", str(tmp_path / "configs"),
+    ]  # fmt: skip
+    monkeypatch.setattr(learning_curve.subprocess, "run", lambda command, **_: fake_training(command, True))
+    assert runner.invoke(app, arguments).exit_code != 0  # stopped (click turns the interrupt into exit 130)
+    run_dir = tmp_path / "lc" / "runs" / "tl_fillm_sm-all-s0"
+    assert (run_dir / "model-best").exists() and not (run_dir / learning_curve.TRAINED).exists()
+    assert not (tmp_path / "lc" / "metrics" / "tl_fillm_sm-all-s0").exists()
+
+    monkeypatch.setattr(learning_curve.subprocess, "run", lambda command, **_: fake_training(command, False))
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert trainings == ["tl_fillm_sm-all-s0"] * 2  # trained again from the start
+    assert (run_dir / learning_curve.TRAINED).exists()
+    assert (tmp_path / "lc" / "metrics" / "tl_fillm_sm-all-s0" / "point.json").exists()
+    assert runner.invoke(app, arguments).exit_code == 0
+    assert len(trainings) == 2  # a finished point is kept
+
+
 def test_report_writes_table_and_plot(tmp_path):
     metrics = tmp_path / "lc" / "metrics"
     for seed, delta in ((0, 0.0), (1, 0.02)):
