@@ -2,7 +2,8 @@
 
 token vectors (from a tok2vec listener) ─► split into sentences, learned ROOT prepended ─►
 dropout ─► four MLPs (arc-dep, arc-head, label-dep, label-head) ─► biaffine arc scorer
-(n+1 × n+1 per sentence) and biaffine label scorer (n+1 × n+1 × labels per sentence).
+(n+1 × n+1 per sentence) and biaffine label scorer (n+1 × n+1 × labels per sentence in training;
+at inference only at each dependent's chosen head, n × labels, once the tree is decoded).
 
 The neural part is torch (wrapped with PyTorchWrapper_v3): scores and the training loss stay in
 torch on the padded groups, on the model's device. The spaCy component (fillm_spacy.pipeline.parser)
@@ -69,11 +70,21 @@ class Biaffine(torch.nn.Module):
         self.weight = torch.nn.Parameter(weight)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = self._with_bias(x, y)
+        return torch.einsum("bxi,oij,byj->boxy", x, self.weight, y)
+
+    def score_pairs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """s[b, i, o] = [x_i; 1]ᵀ W_o [y_i; 1]: the i-th row of x against the i-th row of y only
+        (forward's diagonal, without the other pairs' cost)."""
+        x, y = self._with_bias(x, y)
+        return torch.einsum("bxi,oij,bxj->bxo", x, self.weight, y)
+
+    def _with_bias(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.bias_x:
             x = torch.cat([x, x.new_ones((*x.shape[:-1], 1))], dim=-1)
         if self.bias_y:
             y = torch.cat([y, y.new_ones((*y.shape[:-1], 1))], dim=-1)
-        return torch.einsum("bxi,oij,byj->boxy", x, self.weight, y)
+        return x, y
 
 
 @dataclass
@@ -83,8 +94,9 @@ class ScoredGroup:
     sentences: the sentences' indices in the batch; lengths: their tokens. arcs[g, d, h] scores
     head h for dependent d of sentence g, labels[g, d, h, k] label k on that arc; index 0 is the
     ROOT, i the sentence's i-th token; cells beyond a sentence's length are padding.
-    At inference only each arc's best label is kept (arc_labels[g, d, h]; labels is None): the
-    scores of every label of every arc are what the loss needs, and n_labels times the memory.
+    At inference labels is None: every label of every arc is what the loss needs, but a tree
+    needs one arc per dependent, so the group keeps the label MLPs' outputs and the label scorer,
+    and `best_labels` scores the chosen arcs only (a sentence's length times less work).
     """
 
     sentences: List[int]
@@ -92,7 +104,9 @@ class ScoredGroup:
     arcs: torch.Tensor  # (G, L+1, L+1)
     labels: Optional[torch.Tensor]  # (G, L+1, L+1, n_labels) in training
     spans: List["SentenceSpan"] = field(default_factory=list)  # (doc, start, end) of each sentence
-    arc_labels: Optional[torch.Tensor] = None  # (G, L+1, L+1) at inference
+    label_dep: Optional[torch.Tensor] = None  # (G, L+1, label MLP width) at inference
+    label_head: Optional[torch.Tensor] = None  # (G, L+1, label MLP width) at inference
+    label_scorer: Optional["Biaffine"] = None  # the model's label Biaffine, at inference
 
 
 class BiaffineDependencyModel(torch.nn.Module):
@@ -127,22 +141,22 @@ class BiaffineDependencyModel(torch.nn.Module):
         sentences = torch.split(tokens, lengths)
         groups = []
         for group in group_by_length(lengths, MAX_GROUP_CELLS):
-            arcs, labels = self.score_padded([sentences[i] for i in group])
-            scored = ScoredGroup(group, [lengths[i] for i in group], arcs, labels)
-            if not self.training and labels.shape[-1]:
-                scored.labels, scored.arc_labels = None, labels.argmax(dim=-1)
-            groups.append(scored)
+            groups.append(self.score_padded([sentences[i] for i in group], group, [lengths[i] for i in group]))
         return groups
 
-    def score_padded(self, sentences: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def score_padded(self, sentences: List[torch.Tensor], indices: List[int], lengths: List[int]) -> ScoredGroup:
         """Scores of sentences padded to the longest; cells of padding are garbage, masked or
         sliced away by their readers (every layer is position-wise or pairwise, so padding never
         leaks into a real cell)."""
         with_root = [torch.cat([self.root[None, :].to(s.dtype), s]) for s in sentences]
         x = self.input_dropout(torch.nn.utils.rnn.pad_sequence(with_root, batch_first=True))
-        arc_scores = self.arc_attn(self.arc_mlp_dep(x), self.arc_mlp_head(x)).squeeze(1)
-        label_scores = self.label_attn(self.label_mlp_dep(x), self.label_mlp_head(x)).permute(0, 2, 3, 1)
-        return arc_scores, label_scores
+        arcs = self.arc_attn(self.arc_mlp_dep(x), self.arc_mlp_head(x)).squeeze(1)
+        label_dep, label_head = self.label_mlp_dep(x), self.label_mlp_head(x)
+        if self.training:
+            return ScoredGroup(indices, lengths, arcs, self.label_attn(label_dep, label_head).permute(0, 2, 3, 1))
+        return ScoredGroup(
+            indices, lengths, arcs, None, label_dep=label_dep, label_head=label_head, label_scorer=self.label_attn
+        )
 
     @staticmethod
     def loss(group: ScoredGroup, arc_targets: torch.Tensor, label_targets: torch.Tensor) -> torch.Tensor:
@@ -176,8 +190,12 @@ class BiaffineDependencyModel(torch.nn.Module):
     @staticmethod
     def best_labels(group: ScoredGroup, heads: torch.Tensor) -> torch.Tensor:
         """(G, L) the best label of each dependent's arc to `heads` (G, L: 0 = ROOT)."""
-        arc_labels = group.arc_labels if group.arc_labels is not None else group.labels.argmax(dim=-1)
-        return arc_labels[:, 1:].gather(2, heads.to(arc_labels.device)[:, :, None]).squeeze(2)
+        if group.labels is not None:
+            heads = heads.to(group.labels.device)[:, :, None, None].expand(-1, -1, 1, group.labels.shape[-1])
+            return group.labels[:, 1:].gather(2, heads).squeeze(2).argmax(dim=-1)
+        heads = heads.to(group.label_head.device)[:, :, None].expand(-1, -1, group.label_head.shape[-1])
+        at_head = group.label_head.gather(1, heads)  # (G, L, width): each dependent's chosen head
+        return group.label_scorer.score_pairs(group.label_dep[:, 1:], at_head).argmax(dim=-1)
 
 
 # Target of a dependent without one (cross_entropy's ignore_index).

@@ -214,9 +214,9 @@ def test_padded_torch_loss_equals_the_per_sentence_loss_and_ignores_padding():
     assert not labels.grad[1, 3:].any()
 
 
-def test_inference_keeps_each_arcs_best_label_and_chooses_the_same_labels():
-    """At inference a group keeps one label per arc instead of every label's score; the labels
-    chosen at given heads are those the full scores give."""
+def test_inference_scores_labels_at_the_chosen_heads_only_and_chooses_the_same_labels():
+    """At inference a group keeps the label MLPs' outputs instead of every label's score on every
+    arc; the labels chosen at given heads are those the full scores give."""
     from fillm_spacy.layers.biaffine import BiaffineDependencyModel
 
     torch.manual_seed(0)
@@ -226,8 +226,8 @@ def test_inference_keeps_each_arcs_best_label_and_chooses_the_same_labels():
     (training,) = model(tokens, lengths)
     model.eval()
     (inference,) = model(tokens, lengths)
-    assert training.labels.shape == (2, 7, 7, 5) and training.arc_labels is None
-    assert inference.labels is None and inference.arc_labels.shape == (2, 7, 7)
+    assert training.labels.shape == (2, 7, 7, 5) and training.label_dep is None
+    assert inference.labels is None and inference.label_dep.shape == inference.label_head.shape == (2, 7, 8)
     heads = torch.tensor([[0, 1, 1, 2, 6, 3], [2, 0, 2, 0, 0, 0]])
     expected = torch.stack(
         [torch.stack([training.labels[g, d + 1, heads[g, d]].argmax() for d in range(6)]) for g in range(2)]
