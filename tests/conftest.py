@@ -24,6 +24,13 @@ TINY_LG_LAYERS = {
 }
 
 
+def hash_embed_tok2vec(width: int) -> dict:
+    """Config of a small spaCy tok2vec component (no LLM) for tests of the heads that listen to it."""
+    model = {"@architectures": "spacy.HashEmbedCNN.v2", "width": width, "depth": 1, "embed_size": 500}
+    model.update({"window_size": 1, "maxout_pieces": 2, "subword_features": True, "pretrained_vectors": None})
+    return {"model": model}
+
+
 def sample_docs(n: int = 60) -> List[spacy.tokens.Doc]:
     """Gold docs (one sentence each) from the shipped NewsCrawl sample, multiword tokens merged."""
     text = SAMPLE_CONLLU.read_text(encoding="utf8")

@@ -417,27 +417,15 @@ def test_evaluate_and_report_end_to_end(tmp_path):
         predicted.append(doc)
     DocBin(docs=predicted).to_disk(tmp_path / "gen.spacy")
     gen_json = tmp_path / "gen.json"
-    gen_json.write_text(
-        json.dumps(
-            {
-                "task": "ner",
-                "test": str(test_dir / "ner-toy.spacy"),
-                "range": "1:4",
-                "limit": None,
-                "predictions": str(tmp_path / "gen.spacy"),
-            }
-        )
-    )
-    results = report(
-        [("ruler", str(ruler_dir))],
-        [("blank", str(blank_dir))],
-        test_dir,
-        metrics,
-        output,
-        generative=[("llm", str(gen_json))],
-        n_resamples=300,
-        seed=0,
-    )
+
+    def generative_report(doc_range: str):
+        result = {"task": "ner", "test": str(test_dir / "ner-toy.spacy"), "range": doc_range, "limit": None}
+        gen_json.write_text(json.dumps({**result, "predictions": str(tmp_path / "gen.spacy")}))
+        generative = [("llm", str(gen_json))]
+        systems, baselines = [("ruler", str(ruler_dir))], [("blank", str(blank_dir))]
+        return report(systems, baselines, test_dir, metrics, output, generative=generative, n_resamples=300, seed=0)
+
+    results = generative_report("1:4")
     generative = [r for r in results if r["system"] == "llm"]
     assert [(r["test_set"], r["baseline"], r["n_docs"]) for r in generative] == [
         ("ner-toy docs 1:4, generative", "ruler", 3),
@@ -451,28 +439,8 @@ def test_evaluate_and_report_end_to_end(tmp_path):
     assert gen_rows["ents_f"]["score_b"] == pytest.approx(1.0)  # the ruler on the same docs
     assert "ner-toy docs 1:4, generative: llm vs ruler (3 docs)" in output.read_text()
 
-    gen_json.write_text(
-        json.dumps(
-            {
-                "task": "ner",
-                "test": str(test_dir / "ner-toy.spacy"),
-                "range": "0:5",
-                "limit": None,
-                "predictions": str(tmp_path / "gen.spacy"),
-            }
-        )
-    )
     with pytest.raises(ValueError, match="3 predicted docs for 5 test docs"):
-        report(
-            [("ruler", str(ruler_dir))],
-            [("blank", str(blank_dir))],
-            test_dir,
-            metrics,
-            output,
-            generative=[("llm", str(gen_json))],
-            n_resamples=300,
-            seed=0,
-        )
+        generative_report("0:5")
 
 
 def test_report_compares_every_system_with_every_baseline(tmp_path):

@@ -5,7 +5,7 @@ import numpy
 import spacy
 from spacy.training import Example
 
-from ..conftest import sample_docs
+from ..conftest import hash_embed_tok2vec, sample_docs
 
 LEMMATIZER = {
     "model": {
@@ -24,18 +24,7 @@ LEMMATIZER = {
     },
     "min_tree_freq": 1,
 }
-TOK2VEC = {
-    "model": {
-        "@architectures": "spacy.HashEmbedCNN.v2",
-        "width": 32,
-        "depth": 1,
-        "embed_size": 500,
-        "window_size": 1,
-        "maxout_pieces": 2,
-        "subword_features": True,
-        "pretrained_vectors": None,
-    }
-}
+TOK2VEC = hash_embed_tok2vec(32)
 
 
 def lemma_accuracy(nlp, examples):

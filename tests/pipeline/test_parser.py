@@ -19,7 +19,7 @@ from fillm_spacy.pipeline import mst
 from fillm_spacy.pipeline.mst import allowed_arcs, decode_tree, tree_score
 from fillm_spacy.pipeline.parser import ROOT_LABEL, training_docs
 
-from ..conftest import sample_docs
+from ..conftest import hash_embed_tok2vec, sample_docs
 
 WIDTH = 32
 N_TRAIN = 10
@@ -420,21 +420,7 @@ def test_parses_each_sentence_separately(trained):
 def build_small_pipeline():
     """spaCy's own CNN tok2vec: the parser needs only a listener, and this is fast."""
     nlp = spacy.blank("tl")
-    nlp.add_pipe(
-        "tok2vec",
-        config={
-            "model": {
-                "@architectures": "spacy.HashEmbedCNN.v2",
-                "width": WIDTH,
-                "depth": 1,
-                "embed_size": 500,
-                "window_size": 1,
-                "maxout_pieces": 2,
-                "subword_features": True,
-                "pretrained_vectors": None,
-            }
-        },
-    )
+    nlp.add_pipe("tok2vec", config=hash_embed_tok2vec(WIDTH))
     nlp.add_pipe("fillm_parser", name="parser", config=parser_config())
     return nlp
 
