@@ -249,8 +249,9 @@ def measure_scale(
 
 
 def measure_inference(encoder, parser, convert, docs, autocast, sync, on_gpu) -> Dict[str, object]:
-    """Words/s of encoder + parser scoring + MST decoding (on the CPU) over all docs."""
-    from ..pipeline.mst import decode_tree
+    """Words/s of encoder + parser scoring + MST decoding (on the CPU) + labels at the trees'
+    arcs over all docs, as the parser component decodes."""
+    from ..pipeline.parser import decode_group
 
     encoder.eval(), parser.eval()
     if on_gpu:
@@ -263,9 +264,7 @@ def measure_inference(encoder, parser, convert, docs, autocast, sync, on_gpu) ->
         for batch in word_batches(docs, 2000):
             inputs, _ = convert(None, batch, False)
             for group in parser(encoder(*inputs.args), [len(doc) for doc in batch]):
-                arcs = group.arcs.float().cpu().numpy()
-                for row, n in enumerate(group.lengths):
-                    decode_tree(arcs[row, : n + 1, : n + 1])
+                decode_group(group, labelled=True)
             n_words += sum(len(doc) for doc in batch)
     sync()
     seconds = time.perf_counter() - start

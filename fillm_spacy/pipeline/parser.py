@@ -156,22 +156,17 @@ class BiaffineParser(TrainablePipe):
         return parses
 
     def _decode_group(self, group: ScoredGroup, parses: List[DocParse]) -> None:
-        """Trees of a group's sentences from its arc scores (on the host: Chu-Liu/Edmonds), the
-        labels chosen on the model's device at the trees' arcs, written into `parses`."""
-        arcs = group.arcs.detach().float().cpu().numpy()
-        heads = np.zeros((len(group.lengths), arcs.shape[1] - 1), dtype=np.int64)  # 0 = ROOT; padding stays 0
-        for row, n in enumerate(group.lengths):
-            heads[row, :n] = decode_tree(arcs[row, : n + 1, : n + 1])
-        if self.labels:
-            with torch.no_grad():
-                best = BiaffineDependencyModel.best_labels(group, torch.as_tensor(heads)).cpu().numpy()
+        """The group's trees and labels (decode_group) written into `parses`."""
+        heads, best = decode_group(group, labelled=bool(self.labels))
         for row, ((doc_index, start, end), n) in enumerate(zip(group.spans, group.lengths)):
             sentence_heads = heads[row, :n]
             is_root = sentence_heads == 0
             positions = np.arange(n)
             doc_heads, doc_label_ids = parses[doc_index]
             doc_heads[start:end] = np.where(is_root, start + positions, start + sentence_heads - 1)
-            doc_label_ids[start:end] = np.where(is_root, _ROOT_ID, best[row, :n] if self.labels else _UNLABELLED_ID)
+            doc_label_ids[start:end] = np.where(
+                is_root, _ROOT_ID, best[row, :n] if best is not None else _UNLABELLED_ID
+            )
 
     def set_annotations(self, docs: Iterable[Doc], parses: List[DocParse]) -> None:
         labels = self.labels
@@ -234,6 +229,20 @@ class BiaffineParser(TrainablePipe):
         if np.isnan(value):
             raise ValueError(f"NaN loss in '{self.name}': the parser's model diverged (lower the learning rate).")
         return value, total
+
+
+def decode_group(group: ScoredGroup, labelled: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Trees of a group's sentences from its arc scores (on the host: Chu-Liu/Edmonds), and the
+    labels chosen on the model's device at the trees' arcs. Returns heads (G, L: 0 = ROOT, i the
+    sentence's i-th token; padding 0) and label ids (G, L), None unless `labelled`."""
+    arcs = group.arcs.detach().float().cpu().numpy()
+    heads = np.zeros((len(group.lengths), arcs.shape[1] - 1), dtype=np.int64)
+    for row, n in enumerate(group.lengths):
+        heads[row, :n] = decode_tree(arcs[row, : n + 1, : n + 1])
+    if not labelled:
+        return heads, None
+    with torch.no_grad():
+        return heads, BiaffineDependencyModel.best_labels(group, torch.as_tensor(heads)).cpu().numpy()
 
 
 def training_docs(examples: List[Example]) -> List[Doc]:
