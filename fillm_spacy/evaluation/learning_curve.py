@@ -201,7 +201,7 @@ def run(
         if size is not None or seed == seed_list[0]
     ]
     for point in points:
-        model = model_path(point, output_dir)
+        trained_model = model_path(point, output_dir)
         out = output_dir / "runs" / point.name
         if not (out / TRAINED).exists():
             # spaCy writes model-best at its first evaluation: a run that was stopped leaves one
@@ -224,7 +224,7 @@ def run(
             out.mkdir(parents=True, exist_ok=True)
             (out / TRAINED).write_text("")
         if not (output_dir / "metrics" / point.name).exists():
-            evaluate([(point.name, str(model))], test_dir, output_dir / "metrics")
+            evaluate([(point.name, str(trained_model))], test_dir, output_dir / "metrics")
         meta = {
             "pipeline": point.pipeline,
             "size": point.size or total,

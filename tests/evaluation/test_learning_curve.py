@@ -64,19 +64,21 @@ def write_point(metrics: Path, pipeline: str, size: int, seed: int, upos: float,
 
 def test_a_point_stopped_part_way_is_trained_again_and_a_finished_one_is_kept(tmp_path, monkeypatch):
     """spaCy leaves a model-best after its first evaluation: a run stopped there must not pass
-    for a trained point (its step-0 model would be evaluated as the point)."""
+    for a trained point (its step-0 model would be evaluated as the point). The trainings read
+    the base model given with --model."""
     from fillm_spacy.evaluation import learning_curve
 
     for name in ("train", "dev", "ner_train", "ner_dev"):
         DocBin(docs=sample_docs(12)).to_disk(tmp_path / f"{name}.spacy")
     for name in ("vectors", "tests", "configs"):
         (tmp_path / name).mkdir()
-    trainings = []
+    trainings, base_models = [], []
 
     def fake_training(command, stop_after_first_evaluation):
         out = Path(command[command.index("--output") + 1])
         (out / "model-best").mkdir(parents=True)
         trainings.append(out.name)
+        base_models.append(command[command.index("--components.tok2vec.model.model_name") + 1])
         if stop_after_first_evaluation:
             raise KeyboardInterrupt
 
@@ -90,7 +92,7 @@ def test_a_point_stopped_part_way_is_trained_again_and_a_finished_one_is_kept(tm
         "--pipelines", "tl_fillm_sm", "--train", str(tmp_path / "train.spacy"), "--dev", str(tmp_path / "dev.spacy"),
         "--ner-train", str(tmp_path / "ner_train.spacy"), "--ner-dev", str(tmp_path / "ner_dev.spacy"),
         "--vectors", str(tmp_path / "vectors"), "--test-dir", str(tmp_path / "tests"),
-        "--configs", str(tmp_path / "configs"),
+        "--configs", str(tmp_path / "configs"), "--model", "my-base-model",
     ]  # fmt: skip
     monkeypatch.setattr(learning_curve.subprocess, "run", lambda command, **_: fake_training(command, True))
     assert runner.invoke(app, arguments).exit_code != 0  # stopped (click turns the interrupt into exit 130)
@@ -102,6 +104,7 @@ def test_a_point_stopped_part_way_is_trained_again_and_a_finished_one_is_kept(tm
     result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
     assert trainings == ["tl_fillm_sm-all-s0"] * 2  # trained again from the start
+    assert base_models == ["my-base-model"] * 2
     assert (run_dir / learning_curve.TRAINED).exists()
     assert (tmp_path / "lc" / "metrics" / "tl_fillm_sm-all-s0" / "point.json").exists()
     assert runner.invoke(app, arguments).exit_code == 0
