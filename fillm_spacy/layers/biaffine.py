@@ -96,7 +96,7 @@ class ScoredGroup:
     ROOT, i the sentence's i-th token; cells beyond a sentence's length are padding.
     At inference labels is None: every label of every arc is what the loss needs, but a tree
     needs one arc per dependent, so the group keeps the label MLPs' outputs and the label scorer,
-    and `best_labels` scores the chosen arcs only (a sentence's length times less work).
+    and `best_labels` scores the chosen arcs only (no tensor of every label on every arc).
     """
 
     sentences: List[int]
